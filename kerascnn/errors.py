@@ -1,0 +1,90 @@
+"""Exception classes of kerascnn.
+
+Every error kerascnn raises on bad input is one of these, so callers can catch precisely what
+they expect. Each subclasses the built-in exception a Python user would reach for first
+(``ValueError``, ``KeyError``, ``OSError``), so generic handlers keep working. Messages say what
+was expected and what was seen.
+"""
+
+from __future__ import annotations
+
+
+class KerasCNNError(Exception):
+    """Base class of every kerascnn error."""
+
+
+# --- models -------------------------------------------------------------------------------
+class UnknownModelError(KerasCNNError, KeyError):
+    """A model name that is not in the registry (the message lists close matches)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
+
+
+class InputShapeError(KerasCNNError, ValueError):
+    """An input shape the network cannot take (too small, wrong channels for the weights...)."""
+
+
+class WeightsMismatchError(KerasCNNError, ValueError):
+    """Weights that do not fit the model (another architecture, other shapes, missing layers)."""
+
+
+# --- data and training ----------------------------------------------------------------------
+class ImageReadError(KerasCNNError, OSError):
+    """A file that cannot be read as an image; the message names the file."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image above the pixel cap (protection against decompression bombs)."""
+
+
+class DatasetError(KerasCNNError, ValueError):
+    """An empty folder, a class without images, a malformed pairs file..."""
+
+
+class ClusterConfigError(KerasCNNError, ValueError):
+    """A ``TF_CONFIG`` that does not parse or does not describe a usable cluster."""
+
+
+class CheckpointMismatchError(KerasCNNError, ValueError):
+    """A checkpoint written by another architecture than the one being resumed."""
+
+
+# --- faces ----------------------------------------------------------------------------------
+class FaceError(KerasCNNError, ValueError):
+    """Base class of face-pipeline errors."""
+
+
+class NoFaceError(FaceError):
+    """No face was found in an image; the message names the file."""
+
+
+class MultipleFacesError(FaceError):
+    """Several faces were found where exactly one was required."""
+
+
+class GalleryError(KerasCNNError):
+    """Base class of gallery errors."""
+
+
+class UnknownIdentityError(GalleryError, KeyError):
+    """An identity that is not enrolled in the gallery."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyGalleryError(GalleryError, ValueError):
+    """A search in a gallery that has no templates."""
+
+
+class GalleryModelMismatchError(GalleryError, ValueError):
+    """A gallery enrolled with another embedding model than the one in use."""
+
+
+class GalleryCorruptError(GalleryError, OSError):
+    """A gallery file that is damaged or is not a kerascnn gallery (it is never overwritten)."""
+
+
+class GalleryLockedError(GalleryError, OSError):
+    """A gallery file that is locked by another process or is read-only."""

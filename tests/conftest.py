@@ -1,0 +1,60 @@
+"""Shared fixtures: paths to the real data beside the checkout, seeds, small settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERASCNN_SMALL", "1")  # notebooks and scripts pick their small settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("KERASCNN_SHARED", REPO.parent / "shared"))
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing (set KERASCNN_SHARED to the folder holding data/ and models/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout (or ``$KERASCNN_SHARED``)."""
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    """The LFW development images, ``<name>/<name>_NNNN.jpg``."""
+    return _require(SHARED / "data" / "lfw" / "images")
+
+
+@pytest.fixture(scope="session")
+def lfw_pairs() -> Path:
+    """LFW View 2 ``pairs.txt`` of folds 1-7."""
+    return _require(SHARED / "data" / "lfw" / "pairs.txt")
+
+
+@pytest.fixture(scope="session")
+def orl_dir() -> Path:
+    """The AT&T/ORL faces, ``s1..s40/1..10.pgm``."""
+    return _require(SHARED / "data" / "orl")
+
+
+@pytest.fixture(scope="session")
+def yunet_path() -> Path:
+    """OpenCV Zoo's YuNet face detector model."""
+    return _require(SHARED / "models" / "face_detection_yunet_2026may.onnx")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import keras
+
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.backend.clear_session()
