@@ -1,0 +1,3 @@
+"""Datasets, tf.data pipelines, augmentation, P x K batches and test-time augmentation."""
+
+from kerascnn.data.folders import FolderDataset, read_image, scan_folder  # noqa: F401

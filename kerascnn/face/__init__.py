@@ -1,0 +1,1 @@
+"""Face detection, alignment, embedding, the enrollment gallery and verification decisions."""
