@@ -16,7 +16,7 @@ from typing import Sequence
 EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
 
 EPILOG = """examples:
-  kerascnn list 'resnet*'
+  kerascnn models 'resnet*'
   kerascnn summary resnet50 --input-shape 224 224 3
   kerascnn train --model resnet18 --data ../shared/data/orl --augment standard --epochs 5
   kerascnn enroll --gallery faces.db alice alice1.jpg alice2.jpg
@@ -25,7 +25,7 @@ EPILOG = """examples:
 """
 
 
-# --- models: list, summary -------------------------------------------------------------------
+# --- models: models, summary -------------------------------------------------------------------
 def _add_model_commands(sub) -> None:
     pass
 
@@ -40,8 +40,13 @@ def _add_face_model_commands(sub) -> None:
     pass
 
 
-# --- faces: enroll, verify, identify, list-people, remove, rename, calibrate, evaluate, demo --
+# --- faces: verify, identify, calibrate, evaluate, demo ------------------------------------
 def _add_face_commands(sub) -> None:
+    pass
+
+
+# --- gallery: enroll, list, remove, rename, export, import ----------------------------------
+def _add_gallery_commands(sub) -> None:
     pass
 
 
@@ -58,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_training_commands(sub)
     _add_face_model_commands(sub)
+    _add_gallery_commands(sub)
     _add_face_commands(sub)
     return parser
 
