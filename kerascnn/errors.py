@@ -88,3 +88,20 @@ class GalleryCorruptError(GalleryError, OSError):
 
 class GalleryLockedError(GalleryError, OSError):
     """A gallery file that is locked by another process or is read-only."""
+
+
+class DetectorError(FaceError):
+    """A face detector that cannot be built or misbehaves: unknown name, missing or invalid model file."""
+
+
+class GalleryNotFoundError(GalleryError, FileNotFoundError):
+    """A gallery file that does not exist where an existing gallery is required."""
+
+
+class GalleryInputError(GalleryError, ValueError):
+    """Embeddings of the wrong shape or dtype, or with NaN; an invalid or taken identity name."""
+
+
+# --- distillation ---------------------------------------------------------------------------
+class TeacherUnavailableError(KerasCNNError, ImportError):
+    """A teacher embedder whose optional dependency or model files are missing."""

@@ -1,0 +1,257 @@
+"""From photos to face embeddings: read, detect, select, align, embed (batched).
+
+:class:`FacePipeline` is what enrollment, verification, identification, calibration and
+evaluation share, so every tool turns an image into an embedding the same way.
+
+Example:
+    >>> pipeline = FacePipeline(detector="haar")          # default face model
+    >>> batch = pipeline.embed_images(["alice1.jpg", "alice2.jpg"])
+    >>> batch.embeddings[batch.ok]                         # (n_ok, 128) unit vectors
+    >>> [r.error for r in batch.results if not r.ok]       # what went wrong, per file
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from kerascnn.data.folders import MAX_PIXELS, read_image
+from kerascnn.errors import FaceError, KerasCNNError
+from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
+
+PROGRESS_MIN_ITEMS = 64  # show a progress bar from this many inputs on
+
+
+@dataclass
+class FaceResult:
+    """What happened to one face (or one input that gave no face).
+
+    Attributes:
+        index: position of the input (path or array) this face comes from.
+        source: the input's path, or ``"array[i]"`` for arrays.
+        status: ``"ok"`` or ``"error"``.
+        error: the exception's message when ``status == "error"``, else None.
+        error_type: the exception's class name (``"NoFaceError"``...), else None.
+        alignment: ``"landmarks"``, ``"eyes"`` or ``"box"`` (see :func:`align_detection`).
+        detection: the face's :class:`Detection`, or None.
+    """
+
+    index: int
+    source: str
+    status: str = "ok"
+    error: str | None = None
+    error_type: str | None = None
+    alignment: str | None = None
+    detection: Detection | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def box(self) -> tuple | None:
+        return None if self.detection is None else self.detection.box
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        out = {"index": self.index, "source": self.source, "status": self.status}
+        if self.ok:
+            out.update(alignment=self.alignment, **self.detection.to_dict())
+        else:
+            out.update(error=self.error, error_type=self.error_type)
+        return out
+
+
+@dataclass
+class FaceBatch:
+    """Embeddings of a batch of inputs, one row per result.
+
+    Attributes:
+        embeddings: ``(n, d)`` float32; rows of failed results are NaN (use :attr:`ok`).
+        results: one :class:`FaceResult` per row, in input order (with ``select="all"`` an input
+            may give several rows; every input gives at least one).
+        crops: the aligned crops ``(n, s, s, 3)`` uint8 when asked for (``keep_crops=True``).
+    """
+
+    embeddings: np.ndarray
+    results: list[FaceResult]
+    crops: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Boolean mask of the rows that have an embedding."""
+        return np.array([r.ok for r in self.results], dtype=bool)
+
+    @property
+    def errors(self) -> list[FaceResult]:
+        return [r for r in self.results if not r.ok]
+
+    def failure_count(self) -> int:
+        return len(self.errors)
+
+
+@dataclass
+class _Item:
+    """A face in flight: its result and its aligned crop."""
+
+    result: FaceResult
+    crop: np.ndarray | None = field(default=None, repr=False)
+
+
+def load_embedder(model=None):
+    """An embedding model: a Keras model, a ``.keras`` path, or None for the default face model.
+
+    Raises:
+        FaceError: the file is missing or is not a ``.keras`` model.
+    """
+    import keras
+
+    if model is None:
+        from kerascnn.face.model import load_face_model
+
+        return load_face_model()
+    if isinstance(model, keras.Model):
+        return model
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise FaceError(f"embedding model {path} does not exist (expected a .keras file)")
+    try:
+        return keras.saving.load_model(path)  # safe mode
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise FaceError(f"cannot load embedding model {path}: {exc}") from exc
+
+
+class FacePipeline:
+    """Read, detect, select, align and embed faces, in batches.
+
+    Args:
+        detector: anything :func:`kerascnn.face.detect.get_detector` takes (None: Haar, or YuNet
+            when ``$KERASCNN_DETECTOR_MODEL`` is set; ``"haar"``; a YuNet ``.onnx`` path; a callable).
+        model: a Keras embedding model, a ``.keras`` path, or None for the default face model
+            (:func:`kerascnn.face.model.load_face_model`). It takes aligned RGB crops, float32
+            0..255, of size ``model.input_shape[1:3]``; its outputs are L2-normalized here again
+            (a no-op for unit-vector models, a safety for others).
+        select: which face of an image to keep: ``"largest"``, ``"central"`` or ``"all"``.
+        single: require exactly one face per image (several: :class:`MultipleFacesError`).
+        image_size: side of the aligned crop; default the model's input size.
+        batch_size: crops per model call.
+        max_pixels: images above this many pixels are refused (:class:`ImageTooLargeError`).
+    """
+
+    def __init__(self, detector=None, model=None, select: str = "largest", single: bool = False,
+                 image_size: int | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS):
+        if select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.detector = get_detector(detector)
+        self.model = load_embedder(model)
+        shape = self.model.input_shape
+        if len(shape) != 4 or shape[-1] not in (1, 3):
+            raise FaceError(f"the embedding model must take (batch, size, size, 1 or 3) images, got {shape}")
+        self.image_size = int(image_size or shape[1] or 112)
+        self.channels = int(shape[-1])
+        self.select = select
+        self.single = single
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self._embed_fn = None
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.model.output_shape[-1])
+
+    def detect_and_align(self, image: np.ndarray, source: str = "the image") -> list[tuple[Detection, np.ndarray, str]]:
+        """The selected face(s) of one RGB image as ``(detection, crop, alignment_kind)``.
+
+        Raises:
+            NoFaceError, MultipleFacesError: see :func:`select_faces`.
+        """
+        faces = select_faces(self.detector(image), image.shape, self.select, source=source, single=self.single)
+        return [(face, *align_detection(image, face, self.image_size)) for face in faces]
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``, batched."""
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        if self.channels == 1 and crops.shape[-1] == 3:
+            crops = (crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        fn = self._compiled()
+        out = [fn(crops[i:i + self.batch_size].astype(np.float32)).numpy() for i in range(0, len(crops), self.batch_size)]
+        emb = np.concatenate(out).astype(np.float32)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def _compiled(self):
+        """The model call as a ``tf.function`` with a free batch dimension (one trace)."""
+        if self._embed_fn is None:
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((None, self.image_size, self.image_size, self.channels), tf.float32)
+            self._embed_fn = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        return self._embed_fn
+
+    def embed_images(self, images: Sequence[str | os.PathLike | np.ndarray], progress: bool = True,
+                     strict: bool = False, keep_crops: bool = False) -> FaceBatch:
+        """Embed the face(s) of each image.
+
+        Args:
+            images: image paths or RGB/grey/RGBA ``uint8`` arrays (mixed is fine).
+            progress: show a progress bar (stderr) for long work (from 64 inputs on).
+            strict: raise the first per-image error instead of recording it.
+            keep_crops: keep the aligned crops in the result (for inspection and tests).
+
+        Returns:
+            A :class:`FaceBatch`: per input one row (several with ``select="all"``), failed ones
+            with ``status="error"``, the message, and a NaN embedding.
+
+        Raises:
+            KerasCNNError: with ``strict=True``, the first image that cannot be read or has no
+                (or too many) faces.
+        """
+        items: list[_Item] = []
+        for index, image in enumerate(_progress(images, progress, "detect+align")):
+            items.extend(self._items_of(index, image, strict))
+        good = [it for it in items if it.crop is not None]
+        crops = np.stack([it.crop for it in good]) if good else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        embeddings = np.full((len(items), self.embedding_dim), np.nan, np.float32)
+        rows = [i for i, it in enumerate(items) if it.crop is not None]
+        embeddings[rows] = self.embed_crops(crops)
+        all_crops = None
+        if keep_crops:
+            all_crops = np.zeros((len(items), self.image_size, self.image_size, 3), np.uint8)
+            all_crops[rows] = crops
+        return FaceBatch(embeddings, [it.result for it in items], all_crops)
+
+    def _items_of(self, index: int, image, strict: bool) -> list[_Item]:
+        """The faces of one input, or one error item."""
+        source = f"array[{index}]" if isinstance(image, np.ndarray) else os.fspath(image)
+        try:
+            array = image if isinstance(image, np.ndarray) else read_image(image, max_pixels=self.max_pixels)
+            faces = self.detect_and_align(as_rgb(array, source), source)
+        except KerasCNNError as exc:
+            if strict:
+                raise
+            return [_Item(FaceResult(index, source, "error", str(exc), type(exc).__name__))]
+        return [_Item(FaceResult(index, source, alignment=kind, detection=det), crop) for det, crop, kind in faces]
+
+    def embed_one(self, image) -> tuple[np.ndarray, FaceResult]:
+        """The embedding of the one selected face of one image; raises on any problem."""
+        batch = self.embed_images([image], progress=False, strict=True)
+        return batch.embeddings[0], batch.results[0]
+
+
+def _progress(items: Iterable, enabled: bool, desc: str):
+    """``items`` wrapped in a tqdm bar when enabled and long enough."""
+    items = list(items)
+    if not enabled or len(items) < PROGRESS_MIN_ITEMS:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", leave=False)
