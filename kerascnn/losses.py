@@ -1,0 +1,364 @@
+"""Metric-learning losses for face embeddings: triplet (online mining), contrastive, ArcFace.
+
+Every loss takes ``(y_true=labels, y_pred=embeddings)`` so that it trains a one-input embedding
+model with a plain ``model.fit(images, labels)`` (the *online* formulation: the triplets are
+mined inside each batch, so batches should hold several images per identity, see
+:mod:`kerascnn.data.pk`). Computations run in float32 whatever the dtype policy (inputs are
+cast), and distances are safe at zero (no NaN gradient of ``sqrt`` at 0).
+
+Example:
+    >>> import kerascnn
+    >>> from kerascnn.losses import TripletLoss, ActiveTripletFraction
+    >>> model = kerascnn.siamese.build_embedding_model("resnet18", (112, 112, 3))
+    >>> model.compile("adam", loss=TripletLoss(0.2, mining="semi_hard"),
+    ...               metrics=[ActiveTripletFraction(0.2)])
+    >>> model.fit(pk_dataset, epochs=10)  # batches of P identities x K images
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+MININGS = ("batch_all", "batch_hard", "semi_hard")
+DISTANCES = ("squared_euclidean", "euclidean", "cosine")
+_SQRT_FLOOR = 1e-12  # squared distances below this count as 0 (value and gradient)
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def pairwise_distances(embeddings, distance: str = "squared_euclidean"):
+    """All pairwise distances of a batch of embeddings, in float32.
+
+    Args:
+        embeddings: ``(batch, dim)`` tensor.
+        distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"`` (``1 - cos``).
+
+    Returns:
+        ``(batch, batch)`` float32 tensor with an exact zero diagonal. Euclidean distances have a
+        zero (not NaN) gradient where the distance is 0.
+
+    Raises:
+        ValueError: unknown ``distance``.
+    """
+    _check_choice("distance", distance, DISTANCES)
+    x = ops.cast(embeddings, "float32")
+    n = ops.shape(x)[0]
+    off_diagonal = 1.0 - ops.eye(n, dtype="float32")
+    if distance == "cosine":
+        x = x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), 1e-12))
+        return ops.clip(1.0 - ops.matmul(x, ops.transpose(x)), 0.0, 2.0) * off_diagonal
+    sq = ops.sum(ops.square(x), axis=1)
+    d2 = sq[:, None] - 2.0 * ops.matmul(x, ops.transpose(x)) + sq[None, :]
+    d2 = ops.maximum(d2, 0.0) * off_diagonal
+    if distance == "squared_euclidean":
+        return d2
+    positive = d2 > _SQRT_FLOOR
+    return ops.where(positive, ops.sqrt(ops.where(positive, d2, 1.0)), 0.0)
+
+
+def _label_masks(labels, n):
+    """``(positive, negative)`` boolean ``(n, n)`` masks: same label (not self), other label."""
+    labels = ops.reshape(labels, (-1,))
+    same = ops.equal(labels[:, None], labels[None, :])
+    not_self = ops.logical_not(ops.cast(ops.eye(n), "bool"))
+    return ops.logical_and(same, not_self), ops.logical_not(same)
+
+
+def _safe_mean(values, mask):
+    """Mean of ``values`` where ``mask``; 0 (with zero gradients) when the mask is empty."""
+    mask = ops.cast(mask, "float32")
+    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def _hinge(x, margin: float, soft_margin: bool):
+    return ops.softplus(x) if soft_margin else ops.relu(x + margin)
+
+
+def triplet_loss(
+    labels,
+    embeddings,
+    margin: float = 0.2,
+    mining: str = "batch_all",
+    distance: str = "squared_euclidean",
+    soft_margin: bool = False,
+):
+    """The triplet loss of a batch with online mining (the function behind :class:`TripletLoss`).
+
+    A triplet ``(a, p, n)`` is valid when ``a != p``, ``label[a] == label[p]`` and
+    ``label[a] != label[n]``; its loss is ``max(d(a, p) - d(a, n) + margin, 0)``, or
+    ``softplus(d(a, p) - d(a, n))`` with ``soft_margin`` (Hermans et al. 2017; ``margin`` is then
+    not used).
+
+    - ``batch_all``: the mean over the valid triplets whose loss is positive (Hermans et al.).
+    - ``batch_hard``: per anchor, its farthest positive and its closest negative; the mean over
+      the anchors that have both.
+    - ``semi_hard`` (FaceNet, Schroff et al. 2015): per anchor-positive pair, the closest
+      negative that is farther than the positive (``d(a, n) > d(a, p)``: those within the margin
+      give a loss, the others none); when no negative is farther than the positive, the
+      hardest (closest) negative is used instead. The mean over the anchor-positive pairs whose
+      anchor has a negative.
+
+    A batch with no valid triplet (one identity, or all identities distinct) gives 0 with zero
+    gradients.
+
+    Args:
+        labels: ``(batch,)`` or ``(batch, 1)`` integer identity labels.
+        embeddings: ``(batch, dim)`` embeddings (any float dtype; computed in float32).
+        margin: the margin (in units of ``distance``).
+        mining: ``"batch_all"``, ``"batch_hard"`` or ``"semi_hard"``.
+        distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"``.
+        soft_margin: softplus instead of the hinge.
+
+    Returns:
+        A float32 scalar.
+
+    Raises:
+        ValueError: unknown ``mining`` or ``distance``.
+    """
+    _check_choice("mining", mining, MININGS)
+    d = pairwise_distances(embeddings, distance)
+    n = ops.shape(d)[0]
+    pos, neg = _label_masks(labels, n)
+    if mining == "batch_hard":
+        hardest_pos = ops.max(ops.where(pos, d, 0.0), axis=1)
+        far = ops.stop_gradient(ops.max(d) + 1.0)
+        hardest_neg = ops.min(ops.where(neg, d, far), axis=1)
+        valid = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))
+        return _safe_mean(_hinge(hardest_pos - hardest_neg, margin, soft_margin), valid)
+    # (anchor, positive, negative) cube
+    d_ap = d[:, :, None]
+    d_an = d[:, None, :]
+    if mining == "batch_all":
+        valid = ops.logical_and(pos[:, :, None], neg[:, None, :])
+        losses = ops.where(valid, _hinge(d_ap - d_an, margin, soft_margin), 0.0)
+        return _safe_mean(losses, losses > 0.0)
+    # semi_hard: one negative per (anchor, positive) pair
+    far = ops.stop_gradient(ops.max(d) + 1.0)
+    farther = ops.logical_and(neg[:, None, :], d_an > d_ap)
+    semi = ops.min(ops.where(farther, d_an, far), axis=2)
+    hardest = ops.min(ops.where(neg, d, far), axis=1)[:, None]
+    chosen = ops.where(ops.any(farther, axis=2), semi, hardest)
+    valid = ops.logical_and(pos, ops.any(neg, axis=1, keepdims=True))
+    return _safe_mean(_hinge(d - chosen, margin, soft_margin), valid)
+
+
+def active_triplet_counts(labels, embeddings, margin: float = 0.2, distance: str = "squared_euclidean"):
+    """``(active, valid)``: how many valid triplets violate the margin, and how many there are.
+
+    A triplet is active when ``d(a, p) - d(a, n) + margin > 0`` (it has a positive hinge loss).
+
+    Returns:
+        Two float32 scalars.
+    """
+    d = pairwise_distances(embeddings, distance)
+    pos, neg = _label_masks(labels, ops.shape(d)[0])
+    valid = ops.logical_and(pos[:, :, None], neg[:, None, :])
+    active = ops.logical_and(valid, d[:, :, None] - d[:, None, :] + margin > 0.0)
+    return ops.sum(ops.cast(active, "float32")), ops.sum(ops.cast(valid, "float32"))
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class TripletLoss(keras.losses.Loss):
+    """Triplet loss with online mining, ``(y_true=labels, y_pred=embeddings)``.
+
+    See :func:`triplet_loss` for the three minings. Train with batches that hold several images
+    of each identity (P x K batches, :func:`kerascnn.data.pk.pk_batches`); a batch without any
+    valid triplet contributes 0.
+
+    Args:
+        margin: the margin, in units of ``distance`` (0.2 with squared Euclidean distances of
+            unit vectors, as FaceNet).
+        mining: ``"batch_all"``, ``"batch_hard"`` or ``"semi_hard"``.
+        distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"``.
+        soft_margin: ``softplus(d_ap - d_an)`` instead of the hinge (``margin`` unused).
+        name: the loss name.
+        reduction, dtype: as :class:`keras.losses.Loss` (the value is already a batch scalar;
+            computations are float32).
+
+    Raises:
+        ValueError: unknown ``mining`` or ``distance``, or a negative ``margin``.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        mining: str = "batch_all",
+        distance: str = "squared_euclidean",
+        soft_margin: bool = False,
+        name: str = "triplet_loss",
+        reduction: str = "sum_over_batch_size",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+        self.mining = _check_choice("mining", mining, MININGS)
+        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.soft_margin = bool(soft_margin)
+
+    def call(self, y_true, y_pred):
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance, self.soft_margin)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(margin=self.margin, mining=self.mining, distance=self.distance, soft_margin=self.soft_margin)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class ActiveTripletFraction(keras.metrics.Metric):
+    """The fraction of valid triplets that violate the margin, ``(y_true=labels, y_pred=embeddings)``.
+
+    Accumulated over batches as (active triplets) / (valid triplets), whatever the mining the
+    loss uses: it falls towards 0 as the embedding separates identities. Use in
+    ``compile(metrics=[ActiveTripletFraction(margin)])`` with the loss's margin and distance.
+
+    Args:
+        margin: the margin.
+        distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"``.
+        name: the metric name.
+    """
+
+    def __init__(self, margin: float = 0.2, distance: str = "squared_euclidean", name: str = "active_triplets", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.margin = float(margin)
+        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.active = self.add_variable(shape=(), initializer="zeros", name="active", dtype="float32")
+        self.valid = self.add_variable(shape=(), initializer="zeros", name="valid", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        active, valid = active_triplet_counts(y_true, y_pred, self.margin, self.distance)
+        self.active.assign_add(active)
+        self.valid.assign_add(valid)
+
+    def result(self):
+        return self.active / ops.maximum(self.valid, 1.0)
+
+    def reset_state(self):
+        self.active.assign(0.0)
+        self.valid.assign(0.0)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "margin": self.margin, "distance": self.distance}
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class ContrastiveLoss(keras.losses.Loss):
+    """Contrastive loss of pairs (Hadsell, Chopra, LeCun 2006).
+
+    ``y_true`` is 1 for a same-identity pair and 0 for a different one; ``y_pred`` is the
+    **distance** of each pair (shape ``(batch,)`` or ``(batch, 1)``), as output by
+    :func:`kerascnn.siamese.build_pair_model` with ``head="distance"``. The loss is the mean of
+    ``y * d**2 + (1 - y) * max(margin - d, 0)**2``.
+
+    Args:
+        margin: distance beyond which different pairs cost nothing (1.0 suits unit vectors,
+            whose Euclidean distances lie in [0, 2]).
+        name, reduction, dtype: as :class:`keras.losses.Loss`.
+
+    Raises:
+        ValueError: a negative ``margin``.
+    """
+
+    def __init__(self, margin: float = 1.0, name: str = "contrastive_loss", reduction: str = "sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = float(margin)
+
+    def call(self, y_true, y_pred):
+        d = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
+        y = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+        return y * ops.square(d) + (1.0 - y) * ops.square(ops.relu(self.margin - d))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(margin=self.margin)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class ArcFaceHead(keras.layers.Layer):
+    """Additive angular margin logits (ArcFace, Deng et al. 2019): ``(embeddings, labels) -> logits``.
+
+    Holds the ``(dim, num_classes)`` class-centre matrix. With ``cos_j`` the cosine between the
+    embedding and centre ``j``, the logits are ``scale * cos_j`` for the other classes and
+    ``scale * cos(theta_y + margin)`` for the true class ``y``; where ``theta_y + margin`` would
+    pass pi, ``cos_y - margin * sin(margin)`` is used instead (insightface's rule, keeps the
+    logit decreasing in theta). Train with
+    ``SparseCategoricalCrossentropy(from_logits=True)``; at inference only the embedder is used
+    (see :func:`kerascnn.siamese.build_arcface_model`). Float32 logits under any policy.
+
+    Args:
+        num_classes: number of training identities.
+        scale: the logit scale ``s`` (64 in the paper; 30 trains more easily on small data).
+        margin: the additive angular margin ``m`` in radians (0.5 in the paper).
+        kernel_initializer, kernel_regularizer: of the class-centre matrix.
+
+    Raises:
+        ValueError: ``num_classes`` < 1, ``scale`` <= 0 or ``margin`` outside [0, pi/2).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        scale: float = 30.0,
+        margin: float = 0.5,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        if not 0 <= margin < math.pi / 2:
+            raise ValueError(f"margin must be in [0, pi/2) radians, got {margin}")
+        self.num_classes = int(num_classes)
+        self.scale = float(scale)
+        self.margin = float(margin)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    def build(self, input_shape):
+        dim = input_shape[0][-1]
+        self.kernel = self.add_weight(
+            shape=(dim, self.num_classes), initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer, name="kernel",
+        )
+
+    def call(self, inputs):
+        embeddings, labels = inputs
+        x = ops.cast(embeddings, "float32")
+        x = x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), 1e-12))
+        w = ops.cast(self.kernel, "float32")
+        w = w * ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0, keepdims=True), 1e-12))
+        cos = ops.clip(ops.matmul(x, w), -1.0, 1.0)
+        sin = ops.sqrt(ops.maximum(1.0 - ops.square(cos), 1e-12))
+        m = self.margin
+        with_margin = cos * math.cos(m) - sin * math.sin(m)
+        with_margin = ops.where(cos > math.cos(math.pi - m), with_margin, cos - m * math.sin(m))
+        onehot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.num_classes, dtype="float32")
+        return self.scale * (onehot * with_margin + (1.0 - onehot) * cos)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.num_classes)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, scale=self.scale, margin=self.margin,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config
