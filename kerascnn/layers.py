@@ -9,3 +9,41 @@ from __future__ import annotations
 
 import keras
 from keras import layers, ops  # noqa: F401
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class LocalResponseNormalization(layers.Layer):
+    """Local response normalisation across channels (Krizhevsky et al. 2012; GoogLeNet).
+
+    ``y_c = x_c / (bias + alpha / size * sum_{|c' - c| <= size // 2} x_{c'}^2) ** beta``: Caffe's
+    ``LRN`` layer (``ACROSS_CHANNELS``), whose ``alpha`` is divided by the window size. It equals
+    ``tf.nn.local_response_normalization(depth_radius=size // 2, bias=bias, alpha=alpha / size,
+    beta=beta)``. Channels last; no weights.
+
+    Args:
+        size: window size across channels (odd).
+        alpha: scale of the sum of squares (Caffe convention, divided by ``size``).
+        beta: exponent.
+        bias: additive constant (Caffe's ``k``).
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"LocalResponseNormalization: size must be a positive odd number, got {size}")
+        self.size, self.alpha, self.beta, self.bias = size, alpha, beta, bias
+
+    def call(self, inputs):
+        squares = ops.square(ops.cast(inputs, "float32"))
+        radius = self.size // 2
+        padded = ops.pad(squares, [[0, 0]] * (len(inputs.shape) - 1) + [[radius, radius]])
+        channels = ops.shape(inputs)[-1]
+        window = sum(padded[..., i : i + channels] for i in range(self.size))
+        scale = ops.power(self.bias + (self.alpha / self.size) * window, self.beta)
+        return ops.cast(ops.cast(inputs, "float32") / scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
