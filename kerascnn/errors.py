@@ -105,3 +105,7 @@ class GalleryInputError(GalleryError, ValueError):
 # --- distillation ---------------------------------------------------------------------------
 class TeacherUnavailableError(KerasCNNError, ImportError):
     """A teacher embedder whose optional dependency or model files are missing."""
+
+
+class UnknownAugmentationError(KerasCNNError, ValueError):
+    """An augmentation preset or layer name that kerascnn does not know (lists the names)."""

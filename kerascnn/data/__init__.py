@@ -2,3 +2,9 @@
 
 from kerascnn.data.folders import FolderDataset, read_image, scan_folder  # noqa: F401
 from kerascnn.data.lfw import PairList, read_pairs, read_people  # noqa: F401
+from kerascnn.data.pipeline import (  # noqa: F401
+    PREPROCESSING_MODES, check_image_file, decode_image, make_dataset, preprocess,
+)
+from kerascnn.data.augment import (  # noqa: F401
+    AUGMENTATION_LAYERS, AUGMENTATION_PRESETS, PCALighting, RandomGridDistortion, build_augmentation,
+)
