@@ -1,0 +1,545 @@
+"""The enrollment gallery: storage, search, export/import and every bad-input error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from kerascnn.errors import (
+    EmptyGalleryError,
+    GalleryCorruptError,
+    GalleryInputError,
+    GalleryLockedError,
+    GalleryModelMismatchError,
+    GalleryNotFoundError,
+    UnknownIdentityError,
+)
+from kerascnn.face.gallery import Gallery, model_identity
+
+DIM = 8
+IDENTITY = {"name": "fake", "input_size": [16, 16, 3], "embedding_dim": DIM, "weights_sha256": "0" * 64}
+EVIL = "Robert'); DROP TABLE identities;--"
+
+
+def unit(rng, n, d=DIM):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Overrides conftest's: these tests seed their own generators and need no Keras session
+    reset (its garbage collection costs about a second per test)."""
+    yield
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def gallery(tmp_path):
+    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+        yield g
+
+
+class FakePipeline:
+    """A face pipeline without TensorFlow: an image file's embedding is a random vector seeded by
+    its bytes; files whose bytes start with b"bad" have "no face"."""
+
+    def __init__(self, dim=DIM, name="fake"):
+        self.model = SimpleNamespace(
+            name=name, weights=[np.arange(3, dtype=np.float32)],
+            inputs=[SimpleNamespace(shape=(None, 16, 16, 3))], outputs=[SimpleNamespace(shape=(None, dim))],
+        )
+        self.dim = dim
+        self.calls = []
+
+    def embedding_of(self, path):
+        seed = int.from_bytes(hashlib.sha256(Path(path).read_bytes()).digest()[:4], "little")
+        return np.random.default_rng(seed).normal(size=self.dim).astype(np.float32)
+
+    def embed_images(self, paths, progress=True, strict=False):
+        self.calls.append(list(paths))
+        results, rows = [], []
+        for i, p in enumerate(paths):
+            if Path(p).read_bytes().startswith(b"bad"):
+                if strict:
+                    raise GalleryInputError(f"no face in {p}")  # any KerasCNNError
+                results.append(SimpleNamespace(index=i, ok=False, error=f"no face found in {p}"))
+                rows.append(np.full(self.dim, np.nan, np.float32))
+            else:
+                results.append(SimpleNamespace(index=i, ok=True, error=None))
+                rows.append(self.embedding_of(p))
+        return SimpleNamespace(embeddings=np.stack(rows), results=results)
+
+
+def make_folder(root: Path, people: dict[str, int], bad: tuple[str, ...] = ()) -> Path:
+    for name, n in people.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            content = b"bad" if f"{name}/{i}" in bad else f"{name} image {i}".encode()
+            (root / name / f"{i}.jpg").write_bytes(content)
+    return root
+
+
+def reference_search(templates: dict[str, np.ndarray], queries: np.ndarray, k: int):
+    """Slow obvious reference: per identity the best cosine similarity over its templates."""
+    names, scores = [], []
+    for q in queries:
+        per = {}
+        for name, ts in templates.items():
+            per[name] = max(float(np.dot(q, t) / (np.linalg.norm(q) * np.linalg.norm(t))) for t in ts)
+        ranked = sorted(per.items(), key=lambda kv: -kv[1])[:k]
+        names.append([n for n, _ in ranked])
+        scores.append([s for _, s in ranked])
+    return names, np.array(scores)
+
+
+# --- model identity ---------------------------------------------------------------------------
+def test_model_identity_fields_and_fingerprint():
+    import keras
+
+    def build():
+        inputs = keras.Input((12, 12, 3))
+        x = keras.layers.GlobalAveragePooling2D()(inputs)
+        return keras.Model(inputs, keras.layers.Dense(5, name="emb")(x), name="tiny")
+
+    a, b = build(), build()
+    ida = model_identity(a)
+    assert ida["name"] == "tiny" and ida["input_size"] == [12, 12, 3] and ida["embedding_dim"] == 5
+    expected = hashlib.sha256(b"".join(np.asarray(w.numpy()).tobytes() for w in a.weights)).hexdigest()
+    assert ida["weights_sha256"] == expected
+    assert model_identity(b)["weights_sha256"] != ida["weights_sha256"]  # other random init
+    b.set_weights(a.get_weights())
+    assert model_identity(b) == ida
+
+
+# --- file, schema, permissions ----------------------------------------------------------------
+def test_created_owner_only_in_wal_mode_with_metadata(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 2))
+        assert g.model_identity == IDENTITY and g.embedding_dim == DIM
+        for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    meta = dict(con.execute("SELECT key, value FROM metadata"))
+    assert meta["format_version"] == "1" and json.loads(meta["model_identity"]) == IDENTITY
+    blob, source = con.execute("SELECT embedding, source_sha256 FROM templates").fetchone()
+    assert isinstance(blob, bytes) and len(blob) == DIM * 4 and source is None  # raw float32, no pickle
+    con.close()
+
+
+def test_missing_gallery_without_create(tmp_path):
+    with pytest.raises(GalleryNotFoundError, match=r"gallery .*nope\.db does not exist"):
+        Gallery(tmp_path / "nope.db", create=False)
+    assert not (tmp_path / "nope.db").exists()
+    with pytest.raises(GalleryNotFoundError, match="its folder does not exist"):
+        Gallery(tmp_path / "no" / "dir" / "g.db")
+
+
+def test_random_bytes_file_is_corrupt_and_untouched(tmp_path):
+    path = tmp_path / "g.db"
+    data = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(data)
+    with pytest.raises(GalleryCorruptError, match=r"g\.db is not a kerascnn gallery: not a SQLite database"):
+        Gallery(path, IDENTITY)
+    assert path.read_bytes() == data
+
+
+def test_damaged_sqlite_file_is_corrupt_and_untouched(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 2))
+    data = bytearray(path.read_bytes())
+    data[100:len(data)] = b"\xff" * (len(data) - 100)  # keep the magic, wreck the rest
+    path.write_bytes(bytes(data))
+    with pytest.raises(GalleryCorruptError, match="g.db"):
+        with Gallery(path, IDENTITY) as g:
+            g.identities()
+    assert path.read_bytes() == bytes(data)
+
+
+def test_foreign_sqlite_schema_is_corrupt_and_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (id INTEGER, email TEXT)")
+    con.execute("INSERT INTO users VALUES (1, 'a@b.c')")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(GalleryCorruptError, match=r"not a kerascnn gallery: expected tables .*found users"):
+        Gallery(path, IDENTITY)
+    assert path.read_bytes() == before
+
+
+def test_newer_format_version_refused(tmp_path):
+    path = tmp_path / "g.db"
+    Gallery(path, IDENTITY).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE metadata SET value = '99' WHERE key = 'format_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(GalleryCorruptError, match="format version 99, this kerascnn reads version 1"):
+        Gallery(path)
+
+
+# --- enroll, list, templates, remove, rename --------------------------------------------------
+def test_enroll_several_templates_and_read_back(gallery, rng, tmp_path):
+    a, b = unit(rng, 3), unit(rng, 1)[0]  # (n, d) and (d,)
+    img = tmp_path / "x.jpg"
+    img.write_bytes(b"image bytes")
+    assert gallery.enroll("alice", a, sources=[img, b"raw", None]) == 3
+    assert gallery.enroll("bob", b.astype(np.float64)) == 1
+    assert gallery.enroll("alice", a[:2], sources=[img, b"raw"]) == 0  # same sources: nothing new
+    infos = gallery.list()
+    assert [(i.name, i.templates) for i in infos] == [("alice", 3), ("bob", 1)]
+    assert all(i.created.endswith("+00:00") for i in infos)
+    np.testing.assert_array_equal(gallery.templates("alice"), a)
+    np.testing.assert_array_equal(gallery.templates("bob"), b[None])
+    assert len(gallery) == 4 and "alice" in gallery and "carol" not in gallery
+    con = sqlite3.connect(gallery.path)
+    sources = [r[0] for r in con.execute("SELECT source_sha256 FROM templates ORDER BY id")]
+    con.close()
+    assert sources[:3] == [hashlib.sha256(b"image bytes").hexdigest(), hashlib.sha256(b"raw").hexdigest(), None]
+
+
+def test_names_are_data_not_sql(gallery, rng):
+    names = [EVIL, "Zoë Ñúñez", 'quote " and \\ backslash', "x' OR '1'='1"]
+    for name in names:
+        gallery.enroll(name, unit(rng, 1))
+    assert sorted(i.name for i in gallery.identities()) == sorted(names)
+    gallery.rename(EVIL, EVIL + "2")
+    assert gallery.templates(EVIL + "2").shape == (1, DIM)
+    assert gallery.remove("x' OR '1'='1") == 1
+    assert len(gallery.identities()) == 3  # nothing else removed; tables intact
+
+
+def test_remove_and_rename(gallery, rng):
+    gallery.enroll("alice", unit(rng, 2))
+    gallery.enroll("bob", unit(rng, 1))
+    gallery.rename("alice", "alicia")
+    assert [i.name for i in gallery.identities()] == ["alicia", "bob"]
+    with pytest.raises(GalleryInputError, match="cannot rename 'bob' to 'alicia': 'alicia' is already enrolled"):
+        gallery.rename("bob", "alicia")
+    assert gallery.remove("alicia") == 2
+    assert [i.name for i in gallery.identities()] == ["bob"] and len(gallery) == 1
+
+
+@pytest.mark.parametrize("call", ["remove", "rename", "templates"])
+def test_unknown_identity(gallery, rng, call):
+    gallery.enroll("alice", unit(rng, 1))
+    args = ("carol", "dave") if call == "rename" else ("carol",)
+    with pytest.raises(UnknownIdentityError, match=r"^'carol' is not enrolled in gallery .*g\.db$"):
+        getattr(gallery, call)(*args)
+    assert [i.name for i in gallery.identities()] == ["alice"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, DIM + 1), np.float32) + 1, rf"embeddings have dimension {DIM + 1}, gallery .* holds {DIM}-d"),
+    (np.ones((2, DIM), np.int64), r"must be floating point, got dtype int64 with shape \(2, 8\)"),
+    (np.ones((1, 2, DIM), np.float32), r"must have shape \(n, d\) or \(d,\) .*got shape \(1, 2, 8\)"),
+    (np.zeros((0, DIM), np.float32), r"got shape \(0, 8\)"),
+    (np.array([[np.nan] * DIM, [1.0] * DIM], np.float32), r"of shape \(2, 8\) contain NaN or infinity \(rows \[0\]\)"),
+    (np.zeros((1, DIM), np.float32), "all-zero vector"),
+    (["a"] * DIM, "must be floating point, got dtype <U1"),
+])
+def test_bad_embeddings_rejected_nothing_written(gallery, rng, bad, message):
+    gallery.enroll("alice", unit(rng, 1))
+    with pytest.raises(GalleryInputError, match=message):
+        gallery.enroll("alice", bad)
+    with pytest.raises(ValueError):  # the built-in a user would catch
+        gallery.enroll("bob", bad)
+    assert [(i.name, i.templates) for i in gallery.identities()] == [("alice", 1)]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a\nb", "x" * 257, 42, None])
+def test_bad_names(gallery, rng, name):
+    with pytest.raises(GalleryInputError, match="identity name must be"):
+        gallery.enroll(name, unit(rng, 1))
+    assert gallery.identities() == []
+
+
+def test_sources_count_must_match(gallery, rng):
+    with pytest.raises(GalleryInputError, match="got 1 sources for 2 embeddings"):
+        gallery.enroll("alice", unit(rng, 2), sources=[b"x"])
+
+
+def test_model_mismatch_names_the_field(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 1))
+    other = dict(IDENTITY, weights_sha256="f" * 64)
+    with pytest.raises(GalleryModelMismatchError, match=r"differs in weights_sha256: gallery \"0000"):
+        Gallery(path, other)
+    with Gallery(path) as g:  # no model given: listing works
+        assert len(g.identities()) == 1
+        with pytest.raises(GalleryModelMismatchError, match="differs in embedding_dim: gallery 8, model 4"):
+            g.enroll("bob", unit(rng, 1, 4), model_identity=dict(IDENTITY, embedding_dim=4))
+        with pytest.raises(GalleryModelMismatchError, match="differs in name"):
+            g.search(unit(rng, 1), model_identity=dict(IDENTITY, name="other"))
+        assert len(g) == 1
+
+
+def test_gallery_without_model_adopts_first_model(tmp_path, rng):
+    with Gallery(tmp_path / "g.db") as g:
+        assert g.model_identity is None and g.embedding_dim is None
+        g.enroll("alice", unit(rng, 1), model_identity=IDENTITY)
+        assert g.model_identity == IDENTITY and g.embedding_dim == DIM
+
+
+# --- search -----------------------------------------------------------------------------------------
+def test_search_matches_slow_reference(gallery, rng):
+    people = {f"p{i}": unit(rng, int(rng.integers(1, 4))) for i in range(7)}
+    for name, ts in people.items():
+        gallery.enroll(name, ts * rng.uniform(0.5, 2.0))  # scale must not matter: cosine
+    queries = rng.normal(size=(5, DIM)).astype(np.float32)
+    queries[0] = people["p3"][0] * 3
+    for k in (1, 3, 7, 50):
+        names, scores = gallery.search(queries, k=k)
+        ref_names, ref_scores = reference_search(people, queries, k)
+        assert names.shape == scores.shape == (5, min(k, 7)) and scores.dtype == np.float32
+        assert names.tolist() == ref_names
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    assert gallery.search(queries[0], k=1)[0].tolist() == [["p3"]]
+    # batched answers equal one-by-one answers
+    one_by_one = np.concatenate([gallery.search(q[None], k=3)[1] for q in queries])
+    np.testing.assert_allclose(gallery.search(queries, k=3)[1], one_by_one, atol=1e-6)
+
+
+def test_search_in_chunks_equals_whole(gallery, rng, monkeypatch):
+    import kerascnn.face.gallery as module
+
+    for i in range(5):
+        gallery.enroll(f"p{i}", unit(rng, 2))
+    queries = unit(rng, 9)
+    whole = gallery.search(queries, k=2)
+    monkeypatch.setattr(module, "_SEARCH_CHUNK", 25)  # 2 queries x 10 templates per product
+    gallery._cache = None
+    chunked = gallery.search(queries, k=2)
+    assert chunked[0].tolist() == whole[0].tolist()
+    np.testing.assert_allclose(chunked[1], whole[1], atol=1e-6)
+
+
+def test_search_matrix_reloads_when_file_changes(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as reader, Gallery(path, IDENTITY) as writer:
+        a, b = unit(rng, 1), unit(rng, 1)
+        writer.enroll("alice", a)
+        assert reader.search(b)[0].tolist() == [["alice"]]
+        cache = reader._cache
+        reader.search(b)
+        assert reader._cache is cache  # unchanged file: no reload
+        writer.enroll("bob", b)  # another connection writes
+        assert reader.search(b)[0].tolist() == [["bob"]]
+        reader.remove("bob")  # own write
+        assert reader.search(b)[0].tolist() == [["alice"]]
+        writer.rename("alice", "ann")
+        assert reader.search(a)[0].tolist() == [["ann"]]
+
+
+def test_search_errors(gallery, rng):
+    with pytest.raises(EmptyGalleryError, match=r"gallery .*g\.db is empty: enroll someone before searching"):
+        gallery.search(unit(rng, 1))
+    gallery.enroll("alice", unit(rng, 1))
+    with pytest.raises(GalleryInputError, match=r"queries have dimension 4, gallery .* holds 8-d templates \(queries shape \(2, 4\)\)"):
+        gallery.search(unit(rng, 2, 4))
+    with pytest.raises(GalleryInputError, match=r"queries of shape \(1, 8\) contain NaN"):
+        gallery.search(np.full(DIM, np.nan))
+    with pytest.raises(GalleryInputError, match="k must be a positive integer, got 0"):
+        gallery.search(unit(rng, 1), k=0)
+    gallery.remove("alice")
+    with pytest.raises(EmptyGalleryError):
+        gallery.search(unit(rng, 1))
+
+
+def test_faiss_index_same_api(tmp_path, rng):
+    pytest.importorskip("faiss")
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as exact:
+        for i in range(12):
+            exact.enroll(f"p{i}", unit(rng, 2))
+        queries = unit(rng, 6)
+        with Gallery(path, IDENTITY, index="faiss") as approx:
+            names, scores = approx.search(queries, k=3)
+        ref_names, ref_scores = exact.search(queries, k=3)
+    assert names.tolist() == ref_names.tolist()
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_faiss_inverted_lists_recall(tmp_path, rng):
+    pytest.importorskip("faiss")
+    n = 12_000  # above the size where the inverted-list index is used
+    templates = unit(rng, n, 32)
+    with Gallery(tmp_path / "g.db", index="faiss") as g:
+        g.import_(_export_file(tmp_path, templates))
+        queries = templates[:200] + 0.05 * unit(rng, 200, 32)
+        names, _ = g.search(queries, k=1)
+        assert type(g._cache._faiss).__name__ == "IndexIVFFlat"
+    recall = np.mean(names[:, 0] == np.array([f"p{i}" for i in range(200)], dtype=object))
+    assert recall >= 0.9
+
+
+def _export_file(tmp_path, templates):
+    """A JSON export with one identity per template (a fast way to fill a gallery)."""
+    path = tmp_path / "many.npz"
+    n, d = templates.shape
+    meta = {"format": "kerascnn-gallery", "version": 1, "model_identity": None, "embedding_dim": d,
+            "created": "2026-01-01T00:00:00+00:00", "empty_identities": []}
+    np.savez(path, metadata=np.array(json.dumps(meta)), names=np.array([f"p{i}" for i in range(n)]),
+             identity_created=np.array(["t"] * n), embeddings=templates, sources=np.array([""] * n),
+             created=np.array(["t"] * n))
+    return path
+
+
+# --- locked and read-only ---------------------------------------------------------------------------
+def test_locked_by_another_writer(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 1))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+    try:
+        with Gallery(path, IDENTITY, timeout=0.2) as g:
+            with pytest.raises(GalleryLockedError, match=r"g\.db is locked by another process \(waited 0.2 s\)"):
+                g.enroll("bob", unit(rng, 1))
+            assert [i.name for i in g.identities()] == ["alice"]  # reads still work (WAL)
+            assert g.search(unit(rng, 1))[0].tolist() == [["alice"]]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with Gallery(path, IDENTITY) as g:
+        assert g.enroll("bob", unit(rng, 1)) == 1
+
+
+def test_read_only_file_reads_but_refuses_writes(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 2))
+    os.chmod(path, 0o400)
+    try:
+        before = path.read_bytes()
+        with Gallery(path, IDENTITY) as g:
+            assert g.read_only
+            assert [i.name for i in g.identities()] == ["alice"]
+            assert g.search(unit(rng, 1))[0].tolist() == [["alice"]]
+            for call, args in [("enroll", ("bob", unit(rng, 1))), ("remove", ("alice",)),
+                               ("rename", ("alice", "ann"))]:
+                with pytest.raises(GalleryLockedError, match=r"g\.db is read-only: it can be searched and listed"):
+                    getattr(g, call)(*args)
+        assert path.read_bytes() == before
+    finally:
+        os.chmod(path, 0o600)
+
+
+# --- export and import ------------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", [".json", ".npz"])
+def test_export_import_round_trip(gallery, rng, tmp_path, ext):
+    gallery.enroll(EVIL, unit(rng, 2), sources=[b"a", b"b"])
+    gallery.enroll("bob", unit(rng, 1))
+    out = tmp_path / f"export{ext}"
+    assert gallery.export(out) == 3
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    if ext == ".npz":
+        with np.load(out, allow_pickle=False) as data:  # loads without pickle
+            assert data["embeddings"].dtype == np.float32 and data["embeddings"].shape == (3, DIM)
+    with Gallery(tmp_path / "copy.db") as copy:
+        assert copy.import_(out) == 3
+        assert copy.import_(out) == 0  # importing twice adds nothing
+        assert copy.model_identity == IDENTITY
+        assert [(i.name, i.templates, i.created) for i in copy.identities()] == \
+            [(i.name, i.templates, i.created) for i in gallery.identities()]
+        for name in (EVIL, "bob"):
+            np.testing.assert_array_equal(copy.templates(name), gallery.templates(name))
+        copy.export(tmp_path / f"again{ext}")
+    if ext == ".json":
+        assert json.loads((tmp_path / "again.json").read_text()) == json.loads(out.read_text())
+
+
+def test_import_refuses_other_model_and_bad_files(gallery, rng, tmp_path):
+    with Gallery(tmp_path / "other.db", dict(IDENTITY, name="other")) as other:
+        other.enroll("zed", unit(rng, 1))
+        other.export(tmp_path / "other.json")
+    with pytest.raises(GalleryModelMismatchError, match="differs in name"):
+        gallery.import_(tmp_path / "other.json")
+    (tmp_path / "junk.npz").write_bytes(b"\x00" * 100)
+    with pytest.raises(GalleryCorruptError, match=r"junk\.npz is not a kerascnn gallery export"):
+        gallery.import_(tmp_path / "junk.npz")
+    (tmp_path / "foreign.json").write_text(json.dumps({"people": []}))
+    with pytest.raises(GalleryCorruptError, match=r"foreign\.json is not a kerascnn gallery export"):
+        gallery.import_(tmp_path / "foreign.json")
+    with pytest.raises(GalleryNotFoundError, match=r"gallery export .*missing\.json does not exist"):
+        gallery.import_(tmp_path / "missing.json")
+    with pytest.raises(GalleryInputError, match=r"must end in \.json or \.npz, got '\.txt'"):
+        gallery.export(tmp_path / "out.txt")
+    assert gallery.identities() == []
+
+
+def test_import_with_a_bad_template_writes_nothing(gallery, rng, tmp_path):
+    gallery.enroll("alice", unit(rng, 1))
+    gallery.export(tmp_path / "e.json")
+    data = json.loads((tmp_path / "e.json").read_text())
+    good = dict(data["templates"][0], name="bob")
+    bad = dict(data["templates"][0], name="carol", embedding=[float("nan")] * DIM)
+    data["templates"] = [good, bad]
+    (tmp_path / "e.json").write_text(json.dumps(data))
+    with pytest.raises(GalleryInputError, match="NaN"):
+        gallery.import_(tmp_path / "e.json")
+    assert [i.name for i in gallery.identities()] == ["alice"]
+
+
+# --- enrollment through a face pipeline ---------------------------------------------------------------
+def test_enroll_images_strict_and_lenient(tmp_path):
+    folder = make_folder(tmp_path / "faces", {"alice": 3}, bad=("alice/1",))
+    paths = sorted((folder / "alice").iterdir())
+    pipeline = FakePipeline()
+    gallery = Gallery(tmp_path / "g.db", model_identity(pipeline.model))
+    with Gallery(gallery.path) as g:  # the pipeline's model is checked against the gallery's
+        with pytest.raises(GalleryModelMismatchError, match="differs in name"):
+            g.enroll_images("alice", paths, FakePipeline(name="another"))
+    with pytest.raises(GalleryInputError, match="no face in"):
+        gallery.enroll_images("alice", paths, pipeline, strict=True)
+    assert gallery.identities() == []
+    report = gallery.enroll_images("alice", paths, pipeline, strict=False)
+    assert report.enrolled == {"alice": 2} and report.failures == [(str(paths[1]), f"no face found in {paths[1]}")]
+    expected = np.stack([pipeline.embedding_of(paths[0]), pipeline.embedding_of(paths[2])])
+    np.testing.assert_allclose(gallery.templates("alice"), expected)
+    again = gallery.enroll_images("alice", paths, pipeline, strict=False)
+    assert again.enrolled == {} and again.skipped == 2 and pipeline.calls[-1] == [str(paths[1])]
+
+
+def test_enroll_folder_commits_per_identity_and_resumes(tmp_path, capsys):
+    folder = make_folder(tmp_path / "faces", {"ann": 2, "bob": 3, "cat": 1}, bad=("bob/0",))
+    (folder / "empty").mkdir()
+    pipeline = FakePipeline()
+    with Gallery(tmp_path / "g.db", model_identity(pipeline.model)) as g:
+        report = g.enroll_folder(folder, pipeline, progress=True)
+        assert report.enrolled == {"ann": 2, "bob": 2, "cat": 1} and report.templates == 5
+        assert [p for p, _ in report.failures] == [str(folder / "bob" / "0.jpg")]
+        assert "enroll" in capsys.readouterr().err  # the progress bar
+        assert len(pipeline.calls) == 3  # one batch per identity
+        (folder / "cat" / "1.jpg").write_bytes(b"a new photo of cat")
+        again = g.enroll_folder(folder, pipeline, progress=False)
+        assert again.enrolled == {"cat": 1} and again.skipped == 5
+        assert [(i.name, i.templates) for i in g.identities()] == [("ann", 2), ("bob", 2), ("cat", 2)]
+
+
+def test_enroll_folder_model_mismatch_before_any_work(tmp_path, rng):
+    folder = make_folder(tmp_path / "faces", {"ann": 1})
+    pipeline = FakePipeline(name="another")
+    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+        with pytest.raises(GalleryModelMismatchError):
+            g.enroll_folder(folder, pipeline, progress=False)
+        assert pipeline.calls == [] and g.identities() == []
