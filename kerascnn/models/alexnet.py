@@ -1,0 +1,1 @@
+"""Placeholder: the alexnet family is not written yet."""

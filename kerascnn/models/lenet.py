@@ -1,0 +1,1 @@
+"""Placeholder: the lenet family is not written yet."""

@@ -1,0 +1,1 @@
+"""Placeholder: the vgg family is not written yet."""
