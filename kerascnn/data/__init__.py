@@ -8,3 +8,7 @@ from kerascnn.data.pipeline import (  # noqa: F401
 from kerascnn.data.augment import (  # noqa: F401
     AUGMENTATION_LAYERS, AUGMENTATION_PRESETS, PCALighting, RandomGridDistortion, build_augmentation,
 )
+from kerascnn.data.splits import identity_split, stratified_split  # noqa: F401
+from kerascnn.data.tta import (  # noqa: F401
+    ensemble_model, ensemble_predict, flip_predict, ten_crop_predict, ten_crops,
+)
