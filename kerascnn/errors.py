@@ -109,3 +109,7 @@ class TeacherUnavailableError(KerasCNNError, ImportError):
 
 class UnknownAugmentationError(KerasCNNError, ValueError):
     """An augmentation preset or layer name that kerascnn does not know (lists the names)."""
+
+
+class WeightsUnavailableError(KerasCNNError, OSError):
+    """Pretrained weights that cannot be fetched (offline); the message says how to pass a file."""
