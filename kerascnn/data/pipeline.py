@@ -122,14 +122,19 @@ def decode_image(path: tf.Tensor | str, channels: int = 3) -> tf.Tensor:
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    image = tf.numpy_function(lambda p: read_image(p.decode(), channels=channels), [path], tf.uint8)
+    image = tf.numpy_function(lambda p: read_image(_path_str(p), channels=channels), [path], tf.uint8)
     image.set_shape([None, None, channels])
     return image
 
 
+def _path_str(path: bytes | np.ndarray) -> str:
+    """The path a ``tf.numpy_function`` receives (bytes, or a 0-d array eagerly) as a str."""
+    return os.fsdecode(np.asarray(path).item())
+
+
 def _decode_or_skip(path: bytes, channels: int) -> tuple[np.ndarray, bool]:
     try:
-        return read_image(path.decode(), channels=channels), True
+        return read_image(_path_str(path), channels=channels), True
     except ImageReadError as exc:
         warnings.warn(f"skipping image: {exc}", UserWarning)
         return np.zeros((1, 1, channels), np.uint8), False
