@@ -7,7 +7,7 @@ Example:
     >>> pipeline = FacePipeline(detector="haar")          # default face model
     >>> batch = pipeline.embed_images(["alice1.jpg", "alice2.jpg"])
     >>> batch.embeddings[batch.ok]                         # (n_ok, 128) unit vectors
-    >>> [r.error for r in batch.results if not r.ok]       # what went wrong, per file
+    >>> [r.message for r in batch.results if not r.ok]     # what went wrong, per file
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class FaceResult:
         index: position of the input (path or array) this face comes from.
         source: the input's path, or ``"array[i]"`` for arrays.
         status: ``"ok"`` or ``"error"``.
-        error: the exception's message when ``status == "error"``, else None.
-        error_type: the exception's class name (``"NoFaceError"``...), else None.
+        error: the exception (a :class:`KerasCNNError`: ``NoFaceError``, ``ImageReadError``...)
+            when ``status == "error"``, else None; :attr:`message` is its text.
         alignment: ``"landmarks"``, ``"eyes"`` or ``"box"`` (see :func:`align_detection`).
         detection: the face's :class:`Detection`, or None.
     """
@@ -42,14 +42,18 @@ class FaceResult:
     index: int
     source: str
     status: str = "ok"
-    error: str | None = None
-    error_type: str | None = None
+    error: KerasCNNError | None = None
     alignment: str | None = None
     detection: Detection | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def message(self) -> str | None:
+        """The error's message, or None."""
+        return None if self.error is None else str(self.error)
 
     @property
     def box(self) -> tuple | None:
@@ -61,7 +65,7 @@ class FaceResult:
         if self.ok:
             out.update(alignment=self.alignment, **self.detection.to_dict())
         else:
-            out.update(error=self.error, error_type=self.error_type)
+            out.update(error=self.message, error_type=type(self.error).__name__)
         return out
 
 
@@ -82,6 +86,11 @@ class FaceBatch:
 
     def __len__(self) -> int:
         return len(self.results)
+
+    @property
+    def items(self) -> list[FaceResult]:
+        """Same as :attr:`results`."""
+        return self.results
 
     @property
     def ok(self) -> np.ndarray:
@@ -238,7 +247,7 @@ class FacePipeline:
         except KerasCNNError as exc:
             if strict:
                 raise
-            return [_Item(FaceResult(index, source, "error", str(exc), type(exc).__name__))]
+            return [_Item(FaceResult(index, source, "error", exc))]
         return [_Item(FaceResult(index, source, alignment=kind, detection=det), crop) for det, crop, kind in faces]
 
     def embed_one(self, image) -> tuple[np.ndarray, FaceResult]:

@@ -1,0 +1,44 @@
+"""Helpers of the face tests: a tiny embedding model, the fixed real-face test set, composites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# LFW deep-funneled images with known outcomes (checked once by eye and with both detectors):
+# one face each, Haar finds both eyes in EYES and no eye pair in BOX; SEVERAL has other faces.
+EYES = ["AJ_Cook/AJ_Cook_0001.jpg", "AJ_Lamas/AJ_Lamas_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0001.jpg"]
+BOX = ["Abbas_Kiarostami/Abbas_Kiarostami_0001.jpg", "Abner_Martinez/Abner_Martinez_0001.jpg"]
+SEVERAL = "Abdulaziz_Kamilov/Abdulaziz_Kamilov_0001.jpg"
+
+
+def tiny_embedder(size: int = 32, channels: int = 3, dim: int = 16, name: str = "tiny_embedder"):
+    """A small random embedding model: aligned crops 0..255 in, unit vectors out."""
+    import keras
+
+    inputs = keras.Input((size, size, channels))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(dim)(x)
+    return keras.Model(inputs, keras.layers.UnitNormalization()(x), name=name)
+
+
+def face_crop(lfw_dir: Path, rel: str, side: int) -> np.ndarray:
+    """The central 150x150 (face) part of an LFW image, resized to ``side``, RGB."""
+    from kerascnn.data.folders import read_image
+
+    return cv2.resize(read_image(lfw_dir / rel)[50:200, 50:200], (side, side), interpolation=cv2.INTER_AREA)
+
+
+def two_faces(lfw_dir: Path) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """A 260x760 image: a large face at the left edge and a smaller face at the centre.
+
+    Returns the image and the centres (x, y) of the large and of the central face.
+    """
+    canvas = np.full((260, 760, 3), 128, np.uint8)
+    canvas[20:240, 10:230] = face_crop(lfw_dir, EYES[0], 220)
+    canvas[60:200, 310:450] = face_crop(lfw_dir, EYES[1], 140)
+    return canvas, (120.0, 130.0), (380.0, 130.0)
