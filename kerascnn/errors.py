@@ -107,6 +107,10 @@ class TeacherUnavailableError(KerasCNNError, ImportError):
     """A teacher embedder whose optional dependency or model files are missing."""
 
 
+class FaceModelError(KerasCNNError, OSError):
+    """A face model or model card that is missing, unreadable or malformed; names the file."""
+
+
 class UnknownAugmentationError(KerasCNNError, ValueError):
     """An augmentation preset or layer name that kerascnn does not know (lists the names)."""
 
