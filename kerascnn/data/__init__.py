@@ -6,7 +6,8 @@ from kerascnn.data.pipeline import (  # noqa: F401
     PREPROCESSING_MODES, check_image_file, decode_image, make_dataset, preprocess,
 )
 from kerascnn.data.augment import (  # noqa: F401
-    AUGMENTATION_LAYERS, AUGMENTATION_PRESETS, PCALighting, RandomGridDistortion, build_augmentation,
+    AUGMENTATION_LAYERS, AUGMENTATION_PRESETS, IMAGENET_EIGVAL, IMAGENET_EIGVEC, PCALighting,
+    RandomGridDistortion, build_augmentation,
 )
 from kerascnn.data.splits import identity_split, stratified_split  # noqa: F401
 from kerascnn.data.tta import (  # noqa: F401
