@@ -47,3 +47,45 @@ class LocalResponseNormalization(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class GeneralizedMeanPooling2D(layers.Layer):
+    """Generalized-mean (GeM) global pooling (Radenovic, Tolias, Chum 2018).
+
+    ``y_c = (mean_{h,w} max(x_{hwc}, epsilon) ** p) ** (1 / p)``: average pooling at ``p = 1``,
+    tending to max pooling as ``p`` grows. ``p`` is learned by default. Channels last;
+    ``(batch, h, w, c) -> (batch, c)``; computed in float32, returned in the compute dtype.
+
+    Args:
+        p: the initial exponent (3 in the paper).
+        trainable_p: learn ``p`` with the network.
+        epsilon: floor of the activations (GeM needs non-negative inputs, e.g. after ReLU).
+
+    Raises:
+        ValueError: ``p`` <= 0 or ``epsilon`` <= 0.
+    """
+
+    def __init__(self, p: float = 3.0, trainable_p: bool = True, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if p <= 0 or epsilon <= 0:
+            raise ValueError(f"GeneralizedMeanPooling2D: p and epsilon must be > 0, got p={p}, epsilon={epsilon}")
+        self.p, self.trainable_p, self.epsilon = float(p), bool(trainable_p), float(epsilon)
+
+    def build(self, input_shape):
+        self.p_weight = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.p), trainable=self.trainable_p,
+            name="p", dtype="float32",
+        )
+
+    def call(self, inputs):
+        p = ops.maximum(self.p_weight, 1e-3)
+        x = ops.maximum(ops.cast(inputs, "float32"), self.epsilon)
+        pooled = ops.power(ops.mean(ops.power(x, p), axis=(1, 2)), 1.0 / p)
+        return ops.cast(pooled, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "p": self.p, "trainable_p": self.trainable_p, "epsilon": self.epsilon}

@@ -33,6 +33,38 @@ def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _l2_normalize(x, axis: int = -1):
+    """``x / ||x||`` along ``axis``, with zero vectors left at zero."""
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), 1e-12))
+
+
+def _safe_sqrt(d2):
+    """``sqrt`` with value and gradient 0 where ``d2`` is below a tiny floor (no NaN at 0)."""
+    positive = d2 > _SQRT_FLOOR
+    return ops.where(positive, ops.sqrt(ops.where(positive, d2, 1.0)), 0.0)
+
+
+def paired_distances(a, b, distance: str = "euclidean"):
+    """Row-wise distances ``d(a[i], b[i])`` in float32, zero-safe.
+
+    Args:
+        a, b: ``(batch, dim)`` tensors.
+        distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"`` (``1 - cos``).
+
+    Returns:
+        ``(batch,)`` float32 tensor.
+
+    Raises:
+        ValueError: unknown ``distance``.
+    """
+    _check_choice("distance", distance, DISTANCES)
+    a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
+    if distance == "cosine":
+        return 1.0 - ops.sum(_l2_normalize(a) * _l2_normalize(b), axis=-1)
+    d2 = ops.sum(ops.square(a - b), axis=-1)
+    return d2 if distance == "squared_euclidean" else _safe_sqrt(d2)
+
+
 def pairwise_distances(embeddings, distance: str = "squared_euclidean"):
     """All pairwise distances of a batch of embeddings, in float32.
 
@@ -52,15 +84,12 @@ def pairwise_distances(embeddings, distance: str = "squared_euclidean"):
     n = ops.shape(x)[0]
     off_diagonal = 1.0 - ops.eye(n, dtype="float32")
     if distance == "cosine":
-        x = x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), 1e-12))
+        x = _l2_normalize(x)
         return ops.clip(1.0 - ops.matmul(x, ops.transpose(x)), 0.0, 2.0) * off_diagonal
     sq = ops.sum(ops.square(x), axis=1)
     d2 = sq[:, None] - 2.0 * ops.matmul(x, ops.transpose(x)) + sq[None, :]
     d2 = ops.maximum(d2, 0.0) * off_diagonal
-    if distance == "squared_euclidean":
-        return d2
-    positive = d2 > _SQRT_FLOOR
-    return ops.where(positive, ops.sqrt(ops.where(positive, d2, 1.0)), 0.0)
+    return d2 if distance == "squared_euclidean" else _safe_sqrt(d2)
 
 
 def _label_masks(labels, n):
@@ -339,10 +368,8 @@ class ArcFaceHead(keras.layers.Layer):
 
     def call(self, inputs):
         embeddings, labels = inputs
-        x = ops.cast(embeddings, "float32")
-        x = x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), 1e-12))
-        w = ops.cast(self.kernel, "float32")
-        w = w * ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0, keepdims=True), 1e-12))
+        x = _l2_normalize(ops.cast(embeddings, "float32"))
+        w = _l2_normalize(ops.cast(self.kernel, "float32"), axis=0)
         cos = ops.clip(ops.matmul(x, w), -1.0, 1.0)
         sin = ops.sqrt(ops.maximum(1.0 - ops.square(cos), 1e-12))
         m = self.margin
