@@ -22,11 +22,12 @@ constant.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from kerascnn.errors import EmptyGalleryError, KerasCNNError, UnknownIdentityError
+from kerascnn.errors import DatasetError, EmptyGalleryError, UnknownIdentityError
 
 METRICS = ("cosine", "euclidean")
 REDUCTIONS = ("best", "mean")
@@ -231,3 +232,64 @@ def _search_mapping(templates: Mapping[str, np.ndarray], probe: np.ndarray, k: i
     best = np.array([np.max(_unit(np.asarray(templates[n]).reshape(-1, probe.shape[0])) @ probe) for n in names])
     order = np.argsort(-best, kind="stable")[:k]
     return [names[i] for i in order], best[order]
+
+
+def calibrate(left: np.ndarray, right: np.ndarray, same: Sequence[bool], metric: str = "cosine",
+              target_far: float | None = 1e-3, folds: int | Sequence[int] = 10,
+              roc_path: str | os.PathLike | None = None) -> dict:
+    """Choose the decision threshold on labelled pairs of embeddings, and report how it does.
+
+    Pairs with a NaN embedding (a face not found) are excluded and counted.
+
+    Args:
+        left, right: ``(n, d)`` embeddings of the two images of each pair.
+        same: True for genuine (same person) pairs.
+        metric: ``"cosine"`` or ``"euclidean"``: the scale of the threshold.
+        target_far: the false accept rate not to exceed (the threshold of highest TAR under it),
+            or None for the threshold of best accuracy over all pairs.
+        folds: folds of the k-fold accuracy (a count, or one fold id per pair: LFW's folds).
+        roc_path: write the ROC curve there as a PNG.
+
+    Returns:
+        A JSON-ready calibration dict: ``threshold``, ``metric``, ``criterion``, ``target_far``,
+        the rates at the threshold (``far``, ``tar``, ``accuracy_at_threshold``), and the report
+        of :func:`kerascnn.evaluation.evaluate_pairs` (k-fold ``accuracy``, ``auc``, ``eer``,
+        ``tar_at_far`` at 1e-2 and 1e-3, pair counts), ``excluded_pairs`` and ``roc_png``.
+
+    Raises:
+        DatasetError: mismatched lengths, or no genuine or no impostor pair left.
+        ValueError: a bad metric.
+    """
+    from kerascnn import evaluation
+
+    _check_metric(metric)
+    left, right = np.asarray(left, np.float32), np.asarray(right, np.float32)
+    same = np.asarray(same, bool).reshape(-1)
+    if left.shape != right.shape or left.ndim != 2 or len(left) != len(same):
+        raise DatasetError(
+            f"calibrate needs left and right embeddings (n, d) and n labels, got {left.shape}, {right.shape} "
+            f"and {same.shape[0]} labels"
+        )
+    kept = np.isfinite(left).all(axis=1) & np.isfinite(right).all(axis=1)
+    fold_ids = folds if np.isscalar(folds) else np.asarray(folds).reshape(-1)[kept]
+    scores, same = pair_scores(left[kept], right[kept], metric), same[kept]
+    similarity = metric == "cosine"
+    report = evaluation.evaluate_pairs(scores, same, folds=fold_ids, similarity=similarity)
+    threshold = evaluation.best_threshold(scores, same, target_far=target_far, similarity=similarity)
+    accepted = is_match(scores, threshold, metric)
+    calibration = report.to_dict()
+    calibration.pop("similarity")
+    calibration["best_accuracy_threshold"] = calibration.pop("threshold")
+    calibration.update(
+        threshold=float(threshold),
+        metric=metric,
+        criterion="best accuracy" if target_far is None else f"highest TAR at FAR <= {target_far:g}",
+        target_far=target_far,
+        far=float(accepted[~same].mean()),
+        tar=float(accepted[same].mean()),
+        accuracy_at_threshold=float(np.mean(accepted == same)),
+        excluded_pairs=int((~kept).sum()),
+    )
+    if roc_path is not None:
+        calibration["roc_png"] = evaluation.plot_roc(report, roc_path)
+    return calibration
