@@ -302,10 +302,7 @@ class Gallery:
     @contextlib.contextmanager
     def _transaction(self, bump: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``), bumping the change counter on commit."""
-        if self._conn is None:
-            raise GalleryError(f"gallery {self.path} is closed")
-        if self.read_only:
-            raise GalleryLockedError(f"gallery {self.path} is read-only: it can be searched and listed, not changed")
+        self._check_writable()
         with self._sqlite_errors():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -319,6 +316,12 @@ class Gallery:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def _check_writable(self) -> None:
+        if self._conn is None:
+            raise GalleryError(f"gallery {self.path} is closed")
+        if self.read_only:
+            raise GalleryLockedError(f"gallery {self.path} is read-only: it can be searched and listed, not changed")
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -474,6 +477,7 @@ class Gallery:
             FaceError, ImageReadError: with ``strict``, the error of the first failed image.
         """
         name = _check_name(name)
+        self._check_writable()
         identity = model_identity(pipeline.model)
         self._check_model(identity)
         report = EnrollReport()
@@ -514,8 +518,9 @@ class Gallery:
 
         from kerascnn.data.folders import scan_folder
 
-        dataset = scan_folder(folder, skip_empty_classes=True)
+        self._check_writable()
         self._check_model(model_identity(pipeline.model))
+        dataset = scan_folder(folder, skip_empty_classes=True)
         report = EnrollReport()
         with tqdm(total=len(dataset), unit="img", desc="enroll", disable=not progress, file=sys.stderr) as bar:
             for label, name in enumerate(dataset.class_names):
@@ -673,7 +678,10 @@ class Gallery:
             GalleryModelMismatchError: it was made with another model than this gallery's.
             GalleryInputError: its templates do not fit this gallery (dimension, NaN, names).
         """
-        header, records = _read_export(Path(path))
+        return self._import_records(*_read_export(Path(path)), source=str(path))
+
+    def _import_records(self, header: dict, records: list[dict], source: str) -> int:
+        """Add exported records (see :meth:`_records`) in one transaction; ``source`` names them in errors."""
         identity = header.get("model_identity")
         if identity is not None:
             identity = _check_identity_dict(identity)
@@ -681,11 +689,11 @@ class Gallery:
         dim = header.get("embedding_dim")
         embeddings = (
             _check_embeddings(np.array([r["embedding"] for r in records], dtype=np.float32).reshape(len(records), -1),
-                              f"templates of {path}")
+                              f"templates of {source}")
             if records else np.zeros((0, dim or 0), np.float32)
         )
         if records and dim is not None and embeddings.shape[1] != dim:
-            raise GalleryCorruptError(f"{path}: embedding_dim is {dim} but templates have {embeddings.shape[1]} values")
+            raise GalleryCorruptError(f"{source}: embedding_dim is {dim} but templates have {embeddings.shape[1]} values")
         with self._transaction() as conn:
             self._check_model(identity, conn)
             self._check_model(self._model, conn)
@@ -699,17 +707,17 @@ class Gallery:
                 conn.execute("INSERT OR IGNORE INTO identities (name, created) VALUES (?, ?)",
                              (name, str(record["identity_created"])))
                 (identity_id,) = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-                source = record.get("source") or None
-                if source is not None and not _is_sha256(source):
-                    raise GalleryCorruptError(f"{path}: source {source!r} of {name!r} is not a sha256 digest")
+                digest = record.get("source") or None
+                if digest is not None and not _is_sha256(digest):
+                    raise GalleryCorruptError(f"{source}: source {digest!r} of {name!r} is not a sha256 digest")
                 blob = _to_blob(embedding)
-                if source is None and conn.execute(  # no source hash: an identical template is the same one
+                if digest is None and conn.execute(  # no source hash: an identical template is the same one
                     "SELECT 1 FROM templates WHERE identity_id = ? AND embedding = ?", (identity_id, blob)
                 ).fetchone():
                     continue
                 added += conn.execute(
                     "INSERT OR IGNORE INTO templates (identity_id, embedding, source_sha256, created) VALUES (?, ?, ?, ?)",
-                    (identity_id, blob, source, str(record["created"])),
+                    (identity_id, blob, digest, str(record["created"])),
                 ).rowcount
         return added
 
@@ -769,6 +777,45 @@ class Gallery:
         matrix = np.frombuffer(blobs, dtype="<f4").reshape(len(names), dim).astype(np.float32)
         self._cache = _SearchCache(generation, names, _unit(matrix))
         return self._cache
+
+
+@contextlib.contextmanager
+def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, create: bool = True,
+                 **kwargs: Any) -> Iterator[Gallery]:
+    """A :class:`Gallery` for a ``with`` block that leaves the file system as it was on error.
+
+    An existing gallery is opened as usual (it only ever changes by committed transactions). A
+    new one is built in a temporary file beside ``path`` and moved into place only when the
+    block succeeds, so a failed first enrollment leaves no gallery behind, and a gallery that
+    another process created meanwhile gets this one's templates merged into it.
+
+    Args:
+        path, model_identity, create, kwargs: as for :class:`Gallery`.
+
+    Yields:
+        The open gallery (closed on leaving the block).
+    """
+    path = Path(path)
+    if path.exists() or not create:
+        with Gallery(path, model_identity, create=create, **kwargs) as gallery:
+            yield gallery
+        return
+    if not path.parent.is_dir():
+        raise GalleryNotFoundError(f"cannot create gallery {path}: its folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent)
+    os.close(fd)
+    try:
+        with Gallery(tmp, model_identity, **kwargs) as gallery:
+            gallery.path = path  # messages name the file the user asked for
+            yield gallery
+        try:
+            os.link(tmp, path)  # atomic: fails if the gallery appeared meanwhile
+        except FileExistsError:
+            with Gallery(tmp, create=False) as built, Gallery(path, create=False, **kwargs) as existing:
+                existing._import_records(*built._records(), source=str(path))
+    finally:
+        for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+            Path(leftover).unlink(missing_ok=True)
 
 
 # --- search cache ------------------------------------------------------------------------------
@@ -948,7 +995,7 @@ def _embed(pipeline: Any, paths: list[str], progress: bool, strict: bool) -> tup
         if result.ok:
             rows.setdefault(result.index, row)
         else:
-            errors.setdefault(result.index, result.error)
+            errors.setdefault(result.index, str(result.error))  # the exception, or its message
     embeddings = np.asarray(batch.embeddings, np.float32)
     picked = np.stack([embeddings[rows[i]] if i in rows else np.full(embeddings.shape[1], np.nan, np.float32)
                        for i in range(len(paths))])
