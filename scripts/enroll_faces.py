@@ -25,9 +25,12 @@ the gallery left as it was).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from kerascnn.errors import KerasCNNError
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
+
+from kerascnn.errors import KerasCNNError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
