@@ -1,0 +1,174 @@
+"""The building blocks: shapes, parameter counts by formula, keras.applications layer names and
+weights, numerical identities, and a .keras round trip in safe mode."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from kerascnn import blocks
+
+
+def _model(fn, shape=(8, 8, 8), **kwargs):
+    x = keras.Input(shape)
+    return keras.Model(x, fn(x, **kwargs))
+
+
+def _signature(model):
+    """``(layer name, weight shapes)`` of every layer with weights, in graph order."""
+    return [(l.name, [tuple(w.shape) for w in l.weights]) for l in model.layers if l.weights]
+
+
+def test_bottleneck_1x1_counts_and_shape():
+    m = _model(blocks.bottleneck_1x1, filters=4, name="b")
+    assert m.output.shape == (None, 8, 8, 4)
+    assert m.count_params() == 8 * 4 + 4 * 4  # kernel, then BN gamma/beta/mean/var
+    assert [l.name for l in m.layers[1:]] == ["b_conv", "b_bn", "b_relu"]
+    plain = _model(blocks.bottleneck_1x1, filters=4, batch_norm=False, activation=None, name="p")
+    assert plain.count_params() == (8 + 1) * 4
+
+
+def test_residual_basic_identity_and_projection():
+    identity = _model(blocks.residual_block, filters=8, name="r")
+    assert identity.output.shape == (None, 8, 8, 8)
+    assert "r_0_conv" not in [l.name for l in identity.layers]
+    assert identity.count_params() == 2 * (9 * 8 * 8 + 4 * 8)  # two bias-free convs + BN
+    strided = _model(blocks.residual_block, filters=16, strides=2, name="s")
+    assert strided.output.shape == (None, 4, 4, 16)
+    assert strided.get_layer("s_0_conv").kernel.shape == (1, 1, 8, 16)
+    forced = _model(blocks.residual_block, filters=8, shortcut="projection", name="f")
+    assert forced.get_layer("f_0_conv").kernel.shape == (1, 1, 8, 8)
+
+
+def test_residual_bottleneck_preact_stride_subsamples_identity():
+    m = _model(blocks.residual_block, shape=(8, 8, 16), filters=4, kind="bottleneck", strides=2, preact=True, name="v2")
+    assert m.output.shape == (None, 4, 4, 16)
+    names = [l.name for l in m.layers]
+    assert "v2_0_pool" in names and "v2_0_conv" not in names
+    assert m.get_layer("v2_2_conv").strides == (2, 2)  # the stride sits in the 3x3 conv
+
+
+def test_residual_block_errors_name_what_was_seen():
+    x = keras.Input((8, 8, 8))
+    with pytest.raises(ValueError, match="identity shortcut needs as many input as output channels, got 8 in and 16 out"):
+        blocks.residual_block(x, 16, shortcut="identity", name="e")
+    with pytest.raises(ValueError, match="kind must be 'basic' or 'bottleneck', got 'wide'"):
+        blocks.residual_block(x, 8, kind="wide")
+    with pytest.raises(ValueError, match="shortcut must be .* got 'skip'"):
+        blocks.residual_block(x, 8, shortcut="skip")
+
+
+def _zero_kernels(model):
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+
+
+def test_residual_with_zero_residual_is_its_shortcut():
+    """Zero convs: v1 gives relu(x) (BN of zeros is beta = 0); pre-activation gives x exactly."""
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 8)).astype("float32")
+    for preact, expected in ((False, np.maximum(x, 0)), (True, x)):
+        m = _model(blocks.residual_block, filters=2, kind="bottleneck", expansion=4, preact=preact, name="z")
+        _zero_kernels(m)
+        np.testing.assert_allclose(m.predict(x, verbose=0), expected, atol=1e-6)
+
+
+# keras.applications' own block functions, to compare layer names and weight shapes with ours
+KERAS_BLOCKS = [
+    ("resnet", "residual_block_v1", dict(filters=16, name="conv2_block1"),
+     dict(filters=16, kind="bottleneck", use_bias=True, name="conv2_block1")),
+    ("resnet", "residual_block_v2", dict(filters=16, conv_shortcut=True, name="conv2_block1"),
+     dict(filters=16, kind="bottleneck", preact=True, name="conv2_block1")),
+    ("resnet", "residual_block_v2", dict(filters=4, stride=2, name="conv3_block4"),
+     dict(filters=4, kind="bottleneck", strides=2, preact=True, name="conv3_block4")),
+    ("densenet", "dense_block", dict(blocks=3, name="conv2"), dict(blocks=3, name="conv2")),
+    ("densenet", "transition_block", dict(reduction=0.5, name="pool2"), dict(reduction=0.5, name="pool2")),
+    ("mobilenet", "_depthwise_conv_block", dict(pointwise_conv_filters=16, alpha=1.0, strides=(2, 2), block_id=4),
+     dict(filters=16, strides=2, name="conv", block_id=4)),
+    ("mobilenet_v2", "_inverted_res_block", dict(expansion=6, stride=2, alpha=1.0, filters=24, block_id=3),
+     dict(filters=24, strides=2, name="block_3")),
+]
+OURS = {"residual_block_v1": "residual_block", "residual_block_v2": "residual_block", "dense_block": "dense_block",
+        "transition_block": "transition", "_depthwise_conv_block": "separable_conv",
+        "_inverted_res_block": "inverted_residual"}
+
+
+@pytest.mark.parametrize("module,fn,theirs,ours", KERAS_BLOCKS, ids=lambda v: v if isinstance(v, str) else None)
+def test_blocks_match_keras_applications(module, fn, theirs, ours):
+    import importlib
+
+    keras_fn = getattr(importlib.import_module(f"keras.src.applications.{module}"), fn)
+    reference = _model(keras_fn, shape=(9, 9, 16), **theirs)
+    mine = _model(getattr(blocks, OURS[fn]), shape=(9, 9, 16), **ours)
+    assert _signature(mine) == _signature(reference)
+    assert mine.output.shape == reference.output.shape
+    for a, b in zip(reference.layers, mine.layers):
+        if a.weights:
+            mine.get_layer(a.name).set_weights(a.get_weights())
+    x = np.random.default_rng(1).normal(size=(2, 9, 9, 16)).astype("float32")
+    np.testing.assert_allclose(mine.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)
+
+
+def test_dense_block_and_transition_shapes():
+    m = _model(lambda x: blocks.transition(blocks.dense_block(x, 3, growth_rate=4, name="d"), 0.5, name="t"))
+    assert m.output.shape == (None, 4, 4, (8 + 3 * 4) // 2)
+    assert m.get_layer("d_block3_concat").output.shape[-1] == 8 + 3 * 4
+
+
+def test_separable_conv_parameters():
+    m = _model(blocks.separable_conv, filters=12, depth_multiplier=2, name="s")
+    dw = 9 * 8 * 2 + 4 * 16  # depthwise kernel + BN on 16 channels
+    pw = 16 * 12 + 4 * 12
+    assert m.count_params() == dw + pw
+    assert m.output.shape == (None, 8, 8, 12)
+    assert _model(blocks.separable_conv, filters=4, strides=2).output.shape == (None, 4, 4, 4)
+
+
+def test_inverted_residual_adds_only_when_shapes_match():
+    same = _model(blocks.inverted_residual, filters=8, name="b")
+    assert "b_add" in [l.name for l in same.layers]
+    assert same.get_layer("b_expand").kernel.shape == (1, 1, 8, 48)
+    other = _model(blocks.inverted_residual, filters=16, expansion=1, name="c")
+    names = [l.name for l in other.layers]
+    assert "c_add" not in names and "c_expand" not in names
+    assert _model(blocks.inverted_residual, filters=8, strides=2).output.shape == (None, 4, 4, 8)
+
+
+def test_squeeze_excite_against_numpy():
+    m = _model(blocks.squeeze_excite, ratio=0.25, name="se")
+    x = np.random.default_rng(2).normal(size=(2, 8, 8, 8)).astype("float32")
+    w1, b1 = m.get_layer("se_reduce").get_weights()
+    w2, b2 = m.get_layer("se_expand").get_weights()
+    squeezed = x.mean(axis=(1, 2))
+    gate = 1 / (1 + np.exp(-(np.maximum(squeezed @ w1[0, 0] + b1, 0) @ w2[0, 0] + b2)))
+    np.testing.assert_allclose(m.predict(x, verbose=0), x * gate[:, None, None, :], rtol=1e-5, atol=1e-6)
+    assert w1.shape == (1, 1, 8, 2)
+
+
+def test_highway_gates_carry_and_transform():
+    x = np.random.default_rng(3).normal(size=(2, 8, 8, 8)).astype("float32")
+    carry = _model(blocks.highway_block, gate_bias=-50.0, name="h")
+    np.testing.assert_allclose(carry.predict(x, verbose=0), x, atol=1e-5)  # T ~ 0: y = x
+    transform = _model(blocks.highway_block, gate_bias=50.0, name="h")  # T ~ 1: y = H(x)
+    h = keras.Model(transform.inputs, transform.get_layer("h_h").output).predict(x, verbose=0)
+    np.testing.assert_allclose(transform.predict(x, verbose=0), h, atol=1e-5)
+    assert transform.count_params() == 2 * (9 * 8 * 8 + 8)
+
+
+def test_blocks_round_trip_through_keras_file(tmp_path):
+    def all_blocks(x):
+        x = blocks.residual_block(x, 8, name="r1")
+        x = blocks.residual_block(x, 4, kind="bottleneck", strides=2, preact=True, se_ratio=0.5, name="r2")
+        x = blocks.dense_block(x, 2, growth_rate=4, name="d")
+        x = blocks.transition(x, name="t")
+        x = blocks.separable_conv(x, 8, name="s")
+        x = blocks.inverted_residual(x, 8, name="i")
+        return blocks.highway_block(x, name="h")
+
+    m = _model(all_blocks, shape=(16, 16, 8))
+    x = np.random.default_rng(4).normal(size=(2, 16, 16, 8)).astype("float32")
+    m.save(tmp_path / "blocks.keras")
+    loaded = keras.saving.load_model(tmp_path / "blocks.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
