@@ -27,6 +27,7 @@ _EXPORTS = {
     "port_weights": "kerascnn.models.weights",
     "layer_table": "kerascnn.inspect",
     "load_face_model": "kerascnn.face.model",
+    "build_embedding_model": "kerascnn.siamese", "TripletLoss": "kerascnn.losses", "evaluate_pairs": "kerascnn.evaluation",
 }
 
 _SUBMODULES = {
