@@ -149,9 +149,9 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _cache_dir(root: Path, cache_dir: Path, size: int, canvas: int, teacher_name: str | None) -> Path:
+def _cache_dir(root: Path, cache_dir: Path, teacher_name: str | None) -> Path:
     digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
-    tag = f"{root.name}_{digest}_s{size}_c{canvas}_{teacher_name or 'noteacher'}"
+    tag = f"{root.name}_{digest}_{teacher_name or 'noteacher'}"
     return cache_dir / "faces" / tag
 
 
@@ -174,7 +174,7 @@ def _process_chunk(paths, detector, teacher, size, canvas) -> dict:
         crops.append(_crop(image, landmarks, size, canvas))
         chips.append(teacher.prepare(image, face[:4]) if teacher else np.zeros((0, 0, 3), np.uint8))
     return {
-        "crops": np.stack(crops), "landmarks": np.stack(marks).astype(np.float32),
+        "crops": np.stack(crops), "size": np.array(size), "landmarks": np.stack(marks).astype(np.float32),
         "boxes": np.stack(boxes).astype(np.float32), "detected": np.array(found), "chips": np.stack(chips),
     }
 
@@ -185,7 +185,7 @@ def prepare_faces(
     size: int = 112,
     canvas: int = 128,
     teacher=None,
-    describe: bool = True,
+    describe: bool | str = True,
     cache_dir: str | os.PathLike | None = None,
     shard: int = 0,
     num_shards: int = 1,
@@ -209,7 +209,8 @@ def prepare_faces(
         size: aligned face size (the model input).
         canvas: side of the stored crops, ``>= size``.
         teacher: a :class:`kerascnn.distillation.TeacherEmbedder`, or ``None``.
-        describe: compute the teacher embeddings now.
+        describe: compute the teacher embeddings now; ``"partial"``: only read those already
+            cached (NaN rows for the others, see :func:`describe_faces`).
         cache_dir: cache folder, default ``~/.cache/kerascnn`` (or ``$KERASCNN_CACHE``).
         shard: this process's shard.
         num_shards: number of processes sharing the work.
@@ -225,7 +226,7 @@ def prepare_faces(
         raise DatasetError(f"canvas must be at least the face size {size}, got {canvas}")
     root = Path(root)
     dataset = scan_folder(root)
-    folder = _cache_dir(root, Path(cache_dir or DEFAULT_CACHE), size, canvas, teacher.name if teacher else None)
+    folder = _cache_dir(root, Path(cache_dir or DEFAULT_CACHE), teacher.name if teacher else None)
     folder.mkdir(parents=True, exist_ok=True)
     chunks = range((len(dataset) + CHUNK - 1) // CHUNK)
     todo = [i for i in chunks if i % num_shards == shard and not (folder / f"chunk_{i:04d}.npz").exists()]
@@ -239,11 +240,25 @@ def prepare_faces(
     if not all((folder / f"chunk_{i:04d}.npz").exists() for i in chunks):
         return None
     parts = [np.load(folder / f"chunk_{i:04d}.npz") for i in chunks]
-    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files}
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0].files if key != "size"}
+    if any(int(p["size"]) != size or p["crops"].shape[1] != canvas for p in parts):
+        merged["crops"] = _recrop(dataset.paths, merged["landmarks"], size, canvas, progress)
     data = _fill_missing(dataset, merged, teacher, size, canvas, folder)
     if teacher is not None and describe:
-        data.teacher = describe_faces(data.chips, teacher, folder, progress=progress)
+        data.teacher = describe_faces(data.chips, teacher, folder, progress=progress, partial=describe == "partial")
     return data
+
+
+def _recrop(paths, landmarks, size: int, canvas: int, progress: bool) -> np.ndarray:
+    """Crops at another size from the cached landmarks (no detection again)."""
+    crops = np.zeros((len(paths), canvas, canvas, 3), np.uint8)
+    bar = _Progress(len(paths), f"crops {size}/{canvas}")
+    for i, (path, marks) in enumerate(zip(paths, landmarks)):
+        if np.all(np.isfinite(marks)):
+            crops[i] = _crop(read_image(path, channels=3), marks, size, canvas)
+        if progress and (i + 1) % CHUNK == 0 or i + 1 == len(paths):
+            bar.update(CHUNK if (i + 1) % CHUNK == 0 else (i + 1) % CHUNK)
+    return crops
 
 
 def _save(path: Path, arrays: dict) -> None:
@@ -254,7 +269,7 @@ def _save(path: Path, arrays: dict) -> None:
 
 
 def describe_faces(chips: np.ndarray, teacher, cache_dir=None, shard: int = 0, num_shards: int = 1,
-                   progress: bool = True) -> np.ndarray | None:
+                   progress: bool = True, partial: bool = False) -> np.ndarray | None:
     """Teacher embeddings of chips, by chunks cached in ``cache_dir`` (resumable, shardable).
 
     Args:
@@ -264,6 +279,8 @@ def describe_faces(chips: np.ndarray, teacher, cache_dir=None, shard: int = 0, n
         shard: this process's shard.
         num_shards: number of processes sharing the work.
         progress: print a progress bar on stderr.
+        partial: compute nothing; return the cached chunks, NaN rows where a chunk is missing
+            (to train on what is ready while other processes describe the rest).
 
     Returns:
         ``(n, dim)`` unit embeddings, or ``None`` when other shards have not finished.
@@ -273,6 +290,8 @@ def describe_faces(chips: np.ndarray, teacher, cache_dir=None, shard: int = 0, n
     files = {i: folder / f"teacher_{i:04d}.npz" if folder else None for i in chunks}
     results = {}
     todo = [i for i in chunks if i % num_shards == shard and not (files[i] and files[i].exists())]
+    if partial:
+        todo = []
     bar = _Progress(sum(len(chips[i * CHUNK:(i + 1) * CHUNK]) for i in todo), f"teacher {teacher.name}")
     for i in todo:
         results[i] = teacher.describe(chips[i * CHUNK:(i + 1) * CHUNK])
@@ -283,7 +302,10 @@ def describe_faces(chips: np.ndarray, teacher, cache_dir=None, shard: int = 0, n
     for i in chunks:
         if i not in results:
             if not (files[i] and files[i].exists()):
-                return None
+                if not partial:
+                    return None
+                results[i] = np.full((len(chips[i * CHUNK:(i + 1) * CHUNK]), teacher.dim), np.nan, np.float32)
+                continue
             results[i] = np.load(files[i])["teacher"]
     return np.concatenate([results[i] for i in chunks]).astype(np.float32)
 

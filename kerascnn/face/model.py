@@ -191,8 +191,8 @@ def build_face_embedder(
     """
     if len(widths) != len(depths):
         raise ValueError(f"widths and depths must have the same length, got {widths} and {depths}")
-    grid = input_size // 2 ** len(widths)
-    if grid < 2:
+    grid = input_size // 2 ** len(widths)  # stem and every stage after the first halve the grid
+    if grid < 1:
         raise ValueError(f"input_size {input_size} is too small for {len(widths)} stride-2 stages")
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
