@@ -27,12 +27,113 @@ EPILOG = """examples:
 
 # --- models: models, summary -------------------------------------------------------------------
 def _add_model_commands(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "models",
+        help="list the registered models with their parameters and references",
+        description="List the registered models (each is built once to count its parameters).",
+    )
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style wildcard, e.g. 'resnet*'")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_models)
+    p = sub.add_parser(
+        "summary",
+        help="layer table of a model: output shapes, params, FLOPs, receptive field",
+        description="Print kerascnn.inspect's layer table of a registered model.",
+    )
+    p.add_argument("name", help="registered model name (see `kerascnn models`)")
+    p.add_argument("--input-shape", nargs=3, type=int, metavar=("H", "W", "C"), default=None,
+                   help="input height, width and channels (default: the model's)")
+    p.set_defaults(func=_cmd_summary)
+
+
+def _cmd_models(args) -> int:
+    import json
+
+    import keras
+
+    from kerascnn.models.registry import list_models, model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"kerascnn models: no model matches {args.pattern!r}; see `kerascnn models`", file=sys.stderr)
+        return EXIT_NO_MATCH
+    rows = []
+    for name in names:
+        info = model_info(name)
+        with keras.StatelessScope():  # variables are not initialised: shapes are enough to count
+            params = info.builder().count_params()
+        keras.backend.clear_session()
+        rows.append({
+            "name": name, "params": params, "input_shape": list(info.default_input_shape),
+            "min_input_size": info.min_input_size, "preprocessing": info.preprocessing,
+            "feature_info": [dict(f) for f in info.feature_info], "reference": info.reference,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name'.ljust(width)}  {'params':>12}  {'input':<11}  reference")
+    for r in rows:
+        shape = "x".join(str(d) for d in r["input_shape"])
+        print(f"{r['name'].ljust(width)}  {r['params']:>12,}  {shape:<11}  {r['reference']}")
+    return EXIT_OK
+
+
+def _cmd_summary(args) -> int:
+    from kerascnn.inspect import layer_table
+    from kerascnn.models.registry import create_model, model_info
+
+    model_info(args.name)  # unknown names fail here, with close matches, before any building
+    kwargs = {"input_shape": tuple(args.input_shape)} if args.input_shape else {}
+    model = create_model(args.name, **kwargs)
+    print(layer_table(model).to_text())
+    return EXIT_OK
 
 
 # --- training: train -------------------------------------------------------------------------
 def _add_training_commands(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "train",
+        help="train a registry model on a folder of images (identity/image layout)",
+        description="Train a registered model from scratch on DATA/<class>/<image> with a per-class "
+        "validation split; saves RUN_DIR/model.keras, best.keras, history.csv, history.png and "
+        "class_names.json. Run the same command again to resume an interrupted run.",
+    )
+    p.add_argument("--model", required=True, help="registered model name (see `kerascnn models`)")
+    p.add_argument("--data", required=True, help="dataset folder, one sub-folder per class")
+    p.add_argument("--augment", default=None, help="augmentation preset (kerascnn.data.AUGMENTATION_PRESETS)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<model>)")
+    p.add_argument("--val-split", type=_fraction, default=0.2, help="validation fraction of each class (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffle, augmentation and weights")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (warm-up then cosine)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+                   help="dtype policy (auto: mixed_float16 on recent GPUs, float32 on CPU)")
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
+    p.set_defaults(func=_cmd_train)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _cmd_train(args) -> int:
+    from kerascnn.training import train_folder
+
+    out = args.out or f"runs/{args.model}"
+    _, history = train_folder(
+        args.model, args.data, out, augment=args.augment, epochs=args.epochs, image_size=args.image_size,
+        batch_size=args.batch_size, val_split=args.val_split, seed=args.seed, learning_rate=args.lr,
+        precision=args.precision, patience=args.patience,
+    )
+    last = {k: v[-1] for k, v in history.history.items() if k != "learning_rate"}
+    print(f"saved {out}/model.keras; last epoch: " + ", ".join(f"{k}={v:.4f}" for k, v in last.items()))
+    return EXIT_OK
 
 
 # --- face model: train-face ------------------------------------------------------------------
@@ -60,7 +161,277 @@ def _train_face(args) -> int:
 
 # --- faces: verify, identify, calibrate, evaluate, demo ------------------------------------
 def _add_face_commands(sub) -> None:
-    pass
+    face = argparse.ArgumentParser(add_help=False)
+    face.add_argument("--model", metavar="M.keras", help="embedding model (default: the shipped face model)")
+    face.add_argument("--detector", default=None,
+                      help="haar or yunet (default: yunet when $KERASCNN_DETECTOR_MODEL is set, else haar)")
+    face.add_argument("--detector-model", metavar="YUNET.onnx",
+                      help="YuNet face detector model file (also $KERASCNN_DETECTOR_MODEL)")
+    face.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    decide = argparse.ArgumentParser(add_help=False)
+    decide.add_argument("--threshold", type=float, metavar="T",
+                        help="decision threshold (default: the model's calibration)")
+    decide.add_argument("--metric", choices=("cosine", "euclidean"),
+                        help="scale of --threshold (default: the calibration's, else cosine)")
+    decide.add_argument("--gallery", required=True, metavar="G.db", help="the gallery file (SQLite)")
+    decide.add_argument("--timeout", type=float, default=10.0, metavar="S", help="gallery lock wait (default 10)")
+
+    p = sub.add_parser("verify", parents=[face, decide], help="1:1: is the face in IMG the enrolled NAME?",
+                       description="Exit code 0: match, 1: no match, 2: error.")
+    p.add_argument("name", metavar="NAME", help="the claimed identity")
+    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("--reduce", choices=("best", "mean"), default="best",
+                   help="compare with the closest template (best, default) or the mean template")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("identify", parents=[face, decide], help="1:N: who, among the enrolled, is the face in IMG?",
+                       description="Exit code 0: recognized, 1: not recognized, 2: error.")
+    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates to show (default 5)")
+    p.set_defaults(func=_cmd_identify)
+
+    pairs = argparse.ArgumentParser(add_help=False)
+    pairs.add_argument("--pairs", required=True, metavar="PAIRS", help="LFW-format pairs file (pairs.txt)")
+    pairs.add_argument("--images", required=True, metavar="DIR", help="the <name>/<name>_NNNN.jpg images")
+    pairs.add_argument("--folds", type=int, nargs="+", metavar="F", help="use only these folds (1-based)")
+    pairs.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine", help="score (default cosine)")
+    pairs.add_argument("--missing", choices=("reject", "exclude"), default="reject",
+                       help="a pair with an image without a face: scored as a failed comparison "
+                            "(reject: the worst score, default) or left out (exclude)")
+    pairs.add_argument("--roc", metavar="PNG", help="write the ROC curve there")
+
+    p = sub.add_parser("calibrate", parents=[face, pairs], help="choose and store the model's decision threshold",
+                       description="Embeds every pair (central face), picks the threshold of best accuracy or of "
+                                   "a target false accept rate, stores it in the card beside the model, prints "
+                                   "ROC figures (EER, TAR at FAR 1e-2 and 1e-3) and writes a ROC PNG.")
+    p.add_argument("--target-far", type=float, metavar="F",
+                   help="pick the threshold of highest TAR with FAR <= F (default: best accuracy)")
+    p.add_argument("--no-save", action="store_true", help="print the calibration without storing it")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("evaluate", parents=[face, pairs], help="LFW-protocol accuracy of the whole pipeline",
+                       description="Detects, aligns and embeds every image of the pairs (the central face), "
+                                   "then prints the k-fold accuracy (threshold chosen on the other folds), AUC, "
+                                   "EER, TAR at FAR and the failure-to-detect count.")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", parents=[face], help="enroll ORL people, then verify and identify held-back photos",
+                       description="Enrolls the first images of a few ORL people into a fresh gallery, then "
+                                   "verifies and identifies held-back photos of them and of people not enrolled.")
+    p.add_argument("--data", default="../shared/data", metavar="DIR", help="folder holding orl/ (default ../shared/data)")
+    p.add_argument("--gallery", metavar="G.db", help="the fresh gallery to create (default: a temporary file)")
+    p.add_argument("--people", type=int, default=8, help="people to enroll (default 8)")
+    p.add_argument("--enroll-images", type=int, default=5, help="images enrolled per person (default 5)")
+    p.add_argument("--strangers", type=int, default=4, help="people not enrolled to probe with (default 4)")
+    p.add_argument("--threshold", type=float, metavar="T", help="decision threshold (default: the calibration)")
+    p.add_argument("--metric", choices=("cosine", "euclidean"), help="scale of --threshold")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _face_pipeline(args, select: str = "largest", single: bool = False):
+    from kerascnn.face.pipeline import FacePipeline
+
+    return FacePipeline(detector=args.detector_model or args.detector, model=args.model, select=select, single=single)
+
+
+def _decision_threshold(args) -> tuple[float, str]:
+    """``(threshold, metric)`` from the command line, else from the model's calibration."""
+    if args.threshold is not None:
+        return args.threshold, args.metric or "cosine"
+    from kerascnn.errors import FaceModelError
+    from kerascnn.face.model import load_calibration
+
+    try:
+        calibration = load_calibration(args.model)
+    except FaceModelError as exc:
+        raise FaceModelError(f"{exc}; pass --threshold or run 'kerascnn calibrate' first") from exc
+    if args.metric and args.metric != calibration["metric"]:
+        raise FaceModelError(
+            f"--metric {args.metric} differs from the calibration's {calibration['metric']}: pass --threshold too"
+        )
+    return float(calibration["threshold"]), calibration["metric"]
+
+
+def _open_for_search(args, pipeline):
+    from kerascnn.face.gallery import Gallery, model_identity
+
+    return Gallery(args.gallery, model_identity(pipeline.model), create=False, read_only=True, timeout=args.timeout)
+
+
+def _cmd_verify(args) -> int:
+    from kerascnn.face.verify import verify
+
+    threshold, metric = _decision_threshold(args)
+    pipeline = _face_pipeline(args)
+    with _open_for_search(args, pipeline) as gallery:
+        probe, face = pipeline.embed_one(args.image)
+        result = verify(gallery, args.name, probe, threshold, metric, reduce=args.reduce)
+    word = "MATCH" if result.match else "NO MATCH"
+    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
+           f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
+           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)")
+    return EXIT_OK if result.match else EXIT_NO_MATCH
+
+
+def _cmd_identify(args) -> int:
+    from kerascnn.face.verify import identify
+
+    threshold, metric = _decision_threshold(args)
+    pipeline = _face_pipeline(args)
+    with _open_for_search(args, pipeline) as gallery:
+        probe, face = pipeline.embed_one(args.image)
+        result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
+    head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
+            else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
+                 f"threshold {threshold:.4f})")
+    lines = [head] + [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)]
+    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()}, "\n".join(lines))
+    return EXIT_OK if result.recognized else EXIT_NO_MATCH
+
+
+def _pair_embeddings(args):
+    """``(pairs, left, right, batch)``: embeddings of every image of the pairs (central face)."""
+    import numpy as np
+
+    from kerascnn.data.lfw import read_pairs
+    from kerascnn.errors import DatasetError
+
+    pairs = read_pairs(args.pairs, args.images)
+    if args.folds:
+        wanted = [f - 1 for f in args.folds]
+        if min(wanted) < 0 or max(wanted) >= pairs.num_folds:
+            raise DatasetError(f"--folds must be between 1 and {pairs.num_folds}, got {args.folds}")
+        pairs = pairs.select(np.isin(pairs.fold, wanted))
+    paths = sorted(set(pairs.left) | set(pairs.right))
+    batch = _face_pipeline(args, select="central").embed_images(paths, progress=not args.json)
+    row = {p: i for i, p in enumerate(paths)}
+    left = batch.embeddings[[row[p] for p in pairs.left]]
+    right = batch.embeddings[[row[p] for p in pairs.right]]
+    if args.missing == "reject":  # the worst score: a genuine pair is falsely rejected, an impostor rejected
+        worst = np.zeros(batch.embeddings.shape[1], np.float32)
+        worst[0] = 1.0
+        bad_l, bad_r = ~np.isfinite(left).all(1), ~np.isfinite(right).all(1)
+        left[bad_l | bad_r], right[bad_l | bad_r] = worst, -worst
+    return pairs, left, right, batch
+
+
+def _failure_summary(batch, pairs) -> dict:
+    failed = {r.source: r.message for r in batch.errors}
+    return {"images": len(batch), "failure_to_detect": len(failed),
+            "pairs_with_missing_face": int(sum(a in failed or b in failed for a, b in zip(pairs.left, pairs.right))),
+            "failures": [{"path": p, "error": m} for p, m in sorted(failed.items())[:50]]}
+
+
+def _report_lines(report: dict, metric: str) -> list[str]:
+    tar = ", ".join(f"TAR@FAR={k}: {v:.4f}" for k, v in report["tar_at_far"].items())
+    return [f"accuracy {report['accuracy']:.4f} +- {report['accuracy_std']:.4f} ({len(report['fold_accuracies'])} folds, "
+            f"{report['num_genuine']} genuine + {report['num_impostor']} impostor pairs, {metric})",
+            f"AUC {report['auc']:.4f}, EER {report['eer']:.4f}, {tar}"]
+
+
+def _cmd_calibrate(args) -> int:
+    from kerascnn.face.model import DEFAULT_MODEL, save_calibration
+    from kerascnn.face.verify import calibrate
+
+    pairs, left, right, batch = _pair_embeddings(args)
+    calibration = calibrate(left, right, pairs.same, metric=args.metric, target_far=args.target_far,
+                            folds=pairs.fold, roc_path=args.roc)
+    summary = _failure_summary(batch, pairs)
+    calibration["source"] = (f"kerascnn calibrate on {args.pairs} ({len(pairs)} pairs; {summary['failure_to_detect']} "
+                             f"images without a face, pairs {args.missing}ed)")
+    card = None if args.no_save else save_calibration(args.model or DEFAULT_MODEL, calibration)
+    lines = _report_lines(calibration, args.metric) + [
+        f"threshold {calibration['threshold']:.4f} ({calibration['criterion']}): FAR {calibration['far']:.4f}, "
+        f"TAR {calibration['tar']:.4f}, accuracy {calibration['accuracy_at_threshold']:.4f}",
+        f"failure to detect: {summary['failure_to_detect']} of {summary['images']} images",
+        f"stored in {card}" if card else "not stored (--no-save)"]
+    if args.roc:
+        lines.append(f"ROC curve: {args.roc}")
+    _print(args, {**calibration, **summary, "card": str(card) if card else None}, "\n".join(lines))
+    return EXIT_OK
+
+
+def _cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from kerascnn.evaluation import evaluate_pairs, plot_roc
+    from kerascnn.face.verify import pair_scores
+
+    pairs, left, right, batch = _pair_embeddings(args)
+    kept = np.isfinite(left).all(1) & np.isfinite(right).all(1)
+    scores = pair_scores(left[kept], right[kept], args.metric)
+    report = evaluate_pairs(scores, pairs.same[kept], folds=pairs.fold[kept], similarity=args.metric == "cosine")
+    if args.roc:
+        plot_roc(report, args.roc)
+    summary = _failure_summary(batch, pairs)
+    out = {**report.to_dict(), "metric": args.metric, "missing": args.missing, "pairs": len(pairs),
+           "pairs_scored": int(kept.sum()), **summary}
+    lines = _report_lines(out, args.metric) + [
+        f"failure to detect: {summary['failure_to_detect']} of {summary['images']} images "
+        f"({summary['pairs_with_missing_face']} pairs {args.missing}ed)"]
+    _print(args, out, "\n".join(lines))
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from kerascnn.data.folders import scan_folder
+    from kerascnn.errors import DatasetError, GalleryInputError
+    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.verify import identify, verify
+
+    orl = Path(args.data) / "orl"
+    dataset = scan_folder(orl)
+    people = sorted(dataset.class_names, key=lambda n: int(n[1:]) if n[1:].isdigit() else n)
+    if args.people + args.strangers > len(people):
+        raise DatasetError(f"{orl} has {len(people)} people, the demo needs {args.people} + {args.strangers}")
+    files = {n: sorted((p for p, y in zip(dataset.paths, dataset.labels) if dataset.class_names[y] == n),
+                       key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else p) for n in people}
+    enrolled, strangers = people[:args.people], people[-args.strangers:] if args.strangers else []
+    threshold, metric = _decision_threshold(args)
+    pipeline = _face_pipeline(args)
+    if args.gallery and os.path.exists(args.gallery):
+        raise GalleryInputError(f"demo gallery {args.gallery} already exists: the demo enrolls into a fresh gallery")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.gallery or os.path.join(tmp, "demo.db")
+        with Gallery(path, model_identity(pipeline.model)) as gallery:
+            for name in enrolled:
+                gallery.enroll_images(name, files[name][:args.enroll_images], pipeline, strict=False)
+            probes = [(n, p) for n in enrolled for p in files[n][args.enroll_images:args.enroll_images + 1]]
+            probes += [(n, files[n][0]) for n in strangers]
+            batch = pipeline.embed_images([p for _, p in probes], progress=False)
+            rows, correct = [], 0
+            for (truth, path_), embedding, face in zip(probes, batch.embeddings, batch.results):
+                if not face.ok:
+                    rows.append({"image": path_, "truth": truth, "error": face.message})
+                    continue
+                is_enrolled = truth in enrolled
+                claim = truth if is_enrolled else enrolled[0]
+                v = verify(gallery, claim, embedding, threshold, metric)
+                i = identify(gallery, embedding, threshold, metric, top_k=3)
+                ok = v.match == is_enrolled and (i.name == truth if is_enrolled else not i.recognized)
+                correct += ok
+                rows.append({"image": path_, "truth": truth, "enrolled": is_enrolled, "verify": v.to_dict(),
+                             "identify": i.to_dict(), "correct": bool(ok)})
+            n_templates = len(gallery)
+    lines = [f"enrolled {len(enrolled)} ORL people x {args.enroll_images} images ({n_templates} templates) into "
+             f"{args.gallery or 'a temporary gallery'}; threshold {metric} {threshold:.4f}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['image']}: error: {r['error']}")
+            continue
+        v, i = r["verify"], r["identify"]
+        lines.append(f"{'ok ' if r['correct'] else 'BAD'} {os.path.relpath(r['image'], orl):<10} "
+                     f"({r['truth']}{'' if r['enrolled'] else ', not enrolled'}): "
+                     f"verify as {v['name']}: {v['decision']} ({v['score']:.3f}); identify: {i['decision']} "
+                     f"({i['candidates'][0]['name']} {i['score']:.3f})")
+    lines.append(f"{correct} of {len(rows)} probes decided correctly")
+    _print(args, {"threshold": threshold, "metric": metric, "enrolled": enrolled, "templates": n_templates,
+                  "probes": rows, "correct": correct}, "\n".join(lines))
+    return EXIT_OK
 
 
 # --- gallery: enroll, list, remove, rename, export, import ----------------------------------
