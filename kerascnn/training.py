@@ -571,3 +571,77 @@ def plot_history(history, path: str | os.PathLike) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# --- a registry model on a folder of images -------------------------------------------------
+def train_folder(
+    model_name: str,
+    data: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    augment: str | None = None,
+    epochs: int = 10,
+    image_size: int | None = None,
+    batch_size: int = 32,
+    val_split: float = 0.2,
+    seed: int = 0,
+    learning_rate: float = 1e-3,
+    precision: str = "auto",
+    patience: int | None = 10,
+    verbose: str | int = "auto",
+) -> tuple[keras.Model, keras.callbacks.History]:
+    """Train a registry model from scratch on an ``identity/image`` folder (``kerascnn train``).
+
+    The folder is split per class (``val_split`` of each class for validation, from ``seed``),
+    read through :func:`kerascnn.data.make_dataset` with the model's preprocessing and number of
+    channels, and trained with :func:`fit` under :func:`get_strategy` and :func:`set_precision`.
+    ``run_dir`` also gets ``class_names.json`` (the label of each output index).
+
+    Args:
+        model_name: registry name (see :func:`kerascnn.list_models`).
+        data: the dataset folder.
+        run_dir: output folder (see :func:`fit`).
+        augment: a preset of ``kerascnn.data.AUGMENTATION_PRESETS`` or ``None``.
+        epochs: number of epochs.
+        image_size: square input size; default the model's.
+        batch_size: images per batch.
+        val_split: fraction of each class kept for validation (0 for none).
+        seed: seed of the split, the shuffle, the augmentation and the initial weights.
+        learning_rate: peak learning rate of the warm-up + cosine schedule.
+        precision: see :func:`set_precision`.
+        patience: early-stopping patience (``None`` for none).
+        verbose: ``model.fit``'s verbosity.
+
+    Returns:
+        ``(model, history)``.
+
+    Raises:
+        UnknownModelError: an unknown model name.
+        DatasetError: an empty folder, a class without images.
+        UnknownAugmentationError: an unknown preset.
+        ValueError: ``val_split`` outside ``[0, 1)``.
+    """
+    from kerascnn.data import make_dataset, scan_folder, stratified_split
+    from kerascnn.models.registry import create_model, model_info
+
+    if not 0 <= val_split < 1:
+        raise ValueError(f"val_split must be in [0, 1), got {val_split}")
+    info = model_info(model_name)
+    dataset = scan_folder(data)
+    train, val = stratified_split(dataset, (1 - val_split, val_split), seed) if val_split else (dataset, None)
+    size = image_size or info.default_input_shape[0]
+    channels = info.default_input_shape[2]
+    strategy = get_strategy()
+    set_precision(precision)
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():
+        model = create_model(model_name, input_shape=(size, size, channels), classes=dataset.num_classes)
+        model = float32_output(model)
+    read = dict(image_size=size, batch_size=batch_size, preprocessing=info.preprocessing, channels=channels, cache=True)
+    train_ds = make_dataset(train, shuffle=True, seed=seed, augment=augment, **read)
+    val_ds = make_dataset(val, **read) if val is not None and len(val) else None
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "class_names.json").write_text(json.dumps(dataset.class_names))
+    history = fit(model, train_ds, val_ds, epochs=epochs, run_dir=run_dir, learning_rate=learning_rate,
+                  patience=patience, verbose=verbose)
+    return model, history

@@ -219,3 +219,46 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
     initial = tiny_model().get_weights()
     assert not np.allclose(initial[0], straight.weights[0].numpy())
+
+
+# --- the train command -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_train_command_on_orl(orl_dir, tmp_path, capsys):
+    from kerascnn.cli import main
+
+    out = tmp_path / "run"
+    code = main([
+        "train", "--model", "lenet5", "--data", str(orl_dir), "--augment", "light", "--epochs", "1",
+        "--image-size", "32", "--batch-size", "64", "--out", str(out), "--seed", "1",
+    ])
+    assert code == 0, capsys.readouterr().err
+    assert {"model.keras", "history.csv", "history.png", "class_names.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "class_names.json").read_text())[:2] == ["s1", "s10"]
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert model.input_shape == (None, 32, 32, 1) and model.output_shape == (None, 40)
+    logged = training.read_history(out / "history.csv")
+    assert len(logged["loss"]) == 1 and "val_accuracy" in logged
+    assert f"saved {out}/model.keras" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "resnet7"], "Unknown model 'resnet7'"),
+        (["--model", "lenet5", "--augment", "wild"], "wild"),
+    ],
+)
+def test_train_command_errors(orl_dir, tmp_path, capsys, extra, message):
+    from kerascnn.cli import main
+
+    code = main(["train", "--data", str(orl_dir), "--epochs", "1", "--out", str(tmp_path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("kerascnn train: error:") and message in err
+
+
+def test_train_command_rejects_a_bad_val_split(orl_dir, capsys):
+    from kerascnn.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "lenet5", "--data", str(orl_dir), "--val-split", "1.5"])
+    assert info.value.code == 2 and "must be in [0, 1), got 1.5" in capsys.readouterr().err
