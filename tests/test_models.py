@@ -1,0 +1,131 @@
+"""Every registered model through the same checks (one list: ``list_models()``).
+
+Builds are the cost here (hundreds of layers each on a 2-core CPU), so each test builds one
+model at the smallest input the network takes; the deepest models are marked slow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerascnn
+from kerascnn.errors import InputShapeError, UnknownModelError
+
+def _run(model, x):
+    """An eager forward pass (``predict`` would trace a tf.function: slow for one batch)."""
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19"}
+# one model per family for the pooling options (the pooling code is shared by every builder)
+POOLING_MODELS = ["lenet5", "alexnet", "vgg11", "resnet18", "resnet50_v2", "densenet121", "mobilenet",
+                  "mobilenet_v2", "googlenet", "inception_v3", "unet"]
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in names]
+
+
+def _small_shape(name: str, channels: int | None = None) -> tuple[int, int, int]:
+    info = kerascnn.model_info(name)
+    size = max(info.min_input_size, 32)
+    return (size, size, channels or info.default_input_shape[2])
+
+
+def _batch(shape, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, *shape)).astype("float32")
+
+
+@pytest.mark.parametrize("name", _params(kerascnn.list_models()))
+def test_classifier_forward_gradients_and_keras_round_trip(name, tmp_path):
+    shape = _small_shape(name)
+    model = kerascnn.create_model(name, input_shape=shape, classes=3)
+    x = _batch(shape)
+    y = _run(model, x)
+    assert y.shape[0] == 2 and y.shape[-1] == 3
+    assert np.all(np.isfinite(y))
+
+    weights = tf.constant(np.random.default_rng(1).normal(size=y.shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x, training=False) * weights)
+    grads = tape.gradient(loss, model.trainable_weights)
+    dead = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g.numpy())]
+    assert not dead, f"weights without gradient: {dead[:5]}"
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(_run(loaded, x), y, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", _params(kerascnn.list_models()))
+def test_headless_one_channel(name):
+    info = kerascnn.model_info(name)
+    shape = _small_shape(name, channels=1)
+    model = kerascnn.create_model(name, input_shape=shape, include_top=False)
+    y = _run(model, _batch(shape))
+    assert y.ndim == 4 and np.all(np.isfinite(y))
+    if not name.startswith("unet"):  # unet's headless output is its decoder, not the encoder's last stage
+        assert y.shape[-1] == info.feature_info[-1]["channels"]
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+@pytest.mark.parametrize("name", POOLING_MODELS)
+def test_headless_pooling(name, pooling):
+    shape = _small_shape(name)
+    model = kerascnn.create_model(name, input_shape=shape, include_top=False, pooling=pooling)
+    headless = model.layers[-2].output.shape[-1]
+    y = _run(model, _batch(shape))
+    assert y.shape == (2, headless)
+    assert model.layers[-1].name == f"{pooling}_pool"
+
+
+@pytest.mark.parametrize("name", _params(kerascnn.list_models()))
+def test_features_match_feature_info(name):
+    """Symbolic build at a large input: channels exact, sizes at input / reduction (unpadded
+    convolutions may lose a few border pixels)."""
+    info = kerascnn.model_info(name)
+    size = max(info.default_input_shape[0], 512)
+    model = kerascnn.create_model(name, input_shape=(size, size, info.default_input_shape[2]), features_only=True)
+    assert model.output_names == [f["name"] for f in info.feature_info]
+    for out, feature in zip(model.outputs, info.feature_info):
+        assert out.shape[-1] == feature["channels"], feature
+        expected = size / feature["reduction"]
+        assert 0 <= expected - out.shape[1] <= 0.1 * expected + 1, (feature, out.shape)
+
+
+def test_unknown_model_lists_close_matches():
+    with pytest.raises(UnknownModelError, match=r"Unknown model 'resnet5'\. Did you mean: .*resnet50"):
+        kerascnn.create_model("resnet5")
+
+
+@pytest.mark.parametrize("name,size,needed", [("resnet18", 31, 32), ("alexnet", 66, 67), ("lenet5", 28, 32)])
+def test_too_small_input(name, size, needed):
+    with pytest.raises(InputShapeError, match=f"input {size}x{size} is too small; .* at least {needed}x{needed}"):
+        kerascnn.create_model(name, input_shape=(size, size, 3))
+
+
+def test_imagenet_weights_need_three_channels():
+    with pytest.raises(InputShapeError, match="ImageNet weights need 3 input channels, got 1"):
+        kerascnn.create_model("resnet50", input_shape=(64, 64, 1), weights="imagenet")
+    with pytest.raises(ValueError, match="no ImageNet weights exist for this model"):
+        kerascnn.create_model("resnet18", weights="imagenet")
+
+
+def test_alexnet_groups_argument():
+    with pytest.raises(ValueError, match="groups must be 1 or 2, got 3"):
+        kerascnn.create_model("alexnet", groups=3)
+
+
+def test_feature_info_is_consistent():
+    for name in kerascnn.list_models():
+        info = kerascnn.model_info(name)
+        assert info.preprocessing in ("caffe", "tf", "torch")
+        assert info.feature_info and all(f["channels"] > 0 for f in info.feature_info)
+        reductions = [f["reduction"] for f in info.feature_info]
+        if name != "unet":
+            assert reductions == sorted(reductions) and math.log2(reductions[-1]).is_integer()

@@ -1,0 +1,57 @@
+"""Exact parameter counts: keras.applications' (REFERENCE.md, 224x224x3, 1000 classes, BN
+moving statistics included) and the papers' for LeNet-5 and AlexNet.
+
+Each model is built once, with its top; the count without the top is that of the same graph cut
+at the final feature map (the layer ``include_top=False`` ends with, ``feature_info[-1]``).
+"""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+import kerascnn
+
+REFERENCE = {  # name: (include_top=True, include_top=False)
+    "vgg16": (138_357_544, 14_714_688),
+    "vgg19": (143_667_240, 20_024_384),
+    "resnet50": (25_636_712, 23_587_712),
+    "resnet101": (44_707_176, 42_658_176),
+    "resnet152": (60_419_944, 58_370_944),
+    "resnet50_v2": (25_613_800, 23_564_800),
+    "resnet101_v2": (44_675_560, 42_626_560),
+    "resnet152_v2": (60_380_648, 58_331_648),
+    "inception_v3": (23_851_784, 21_802_784),
+    "mobilenet": (4_253_864, 3_228_864),
+    "mobilenet_v2": (3_538_984, 2_257_984),
+    "densenet121": (8_062_504, 7_037_504),
+    "densenet169": (14_307_880, 12_642_880),
+    "densenet201": (20_242_984, 18_321_984),
+}
+HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in REFERENCE]
+)
+def test_keras_applications_counts(name):
+    info = kerascnn.model_info(name)
+    model = kerascnn.create_model(name, input_shape=info.default_input_shape)
+    headless = keras.Model(model.inputs, model.get_layer(info.feature_info[-1]["name"]).output)
+    assert (model.count_params(), headless.count_params()) == REFERENCE[name]
+
+
+def test_headless_build_equals_cut_graph():
+    """The cut used above is what include_top=False builds (checked on the cheapest model)."""
+    assert kerascnn.create_model("mobilenet_v2", include_top=False).count_params() == REFERENCE["mobilenet_v2"][1]
+
+
+def test_lenet5_paper_count():
+    assert kerascnn.create_model("lenet5").count_params() == 61_706
+
+
+@pytest.mark.parametrize("groups,count", [(2, 60_965_224), (1, 62_378_344)])
+def test_alexnet_paper_counts(groups, count):
+    model = kerascnn.create_model("alexnet", groups=groups)
+    assert model.input_shape == (None, 227, 227, 3)
+    assert model.count_params() == count
