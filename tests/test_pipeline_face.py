@@ -7,7 +7,7 @@ import pytest
 
 from _face_helpers import BOX, EYES, tiny_embedder, two_faces
 from kerascnn.data.folders import read_image
-from kerascnn.errors import FaceError, ImageReadError, ImageTooLargeError, MultipleFacesError, NoFaceError
+from kerascnn.errors import FaceModelError, ImageReadError, ImageTooLargeError, MultipleFacesError, NoFaceError
 from kerascnn.face.pipeline import FacePipeline
 
 
@@ -104,12 +104,14 @@ def test_model_from_keras_file_and_bad_model_files(model, images, tmp_path):
     a = FacePipeline(detector="haar", model=model).embed_images(images[:1], progress=False)
     b = FacePipeline(detector="haar", model=str(path)).embed_images(images[:1], progress=False)
     np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-6)
-    with pytest.raises(FaceError, match=f"embedding model {tmp_path / 'nope.keras'} does not exist"):
+    with pytest.raises(FaceModelError, match=f"face model {tmp_path / 'nope.keras'} does not exist"):
         FacePipeline(detector="haar", model=tmp_path / "nope.keras")
     junk = tmp_path / "junk.keras"
     junk.write_text("junk")
-    with pytest.raises(FaceError, match=f"cannot load embedding model {junk}"):
+    with pytest.raises(FaceModelError, match=f"cannot load face model {junk}"):
         FacePipeline(detector="haar", model=junk)
+    with pytest.raises(FaceModelError, match=r"must take \(batch, size, size, 1 or 3\) images, got input shape \(None, 8, 8, 2\)"):
+        FacePipeline(detector="haar", model=tiny_embedder(8, channels=2))
 
 
 def test_progress_bar_on_long_work(model, capsys):

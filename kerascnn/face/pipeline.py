@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from kerascnn.data.folders import MAX_PIXELS, read_image
-from kerascnn.errors import FaceError, KerasCNNError
+from kerascnn.errors import FaceModelError, KerasCNNError
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
 
 PROGRESS_MIN_ITEMS = 64  # show a progress bar from this many inputs on
@@ -117,23 +117,15 @@ def load_embedder(model=None):
     """An embedding model: a Keras model, a ``.keras`` path, or None for the default face model.
 
     Raises:
-        FaceError: the file is missing or is not a ``.keras`` model.
+        FaceModelError: the file is missing or is not an image-to-vector Keras model.
     """
     import keras
 
-    if model is None:
-        from kerascnn.face.model import load_face_model
-
-        return load_face_model()
     if isinstance(model, keras.Model):
         return model
-    path = os.fspath(model)
-    if not os.path.isfile(path):
-        raise FaceError(f"embedding model {path} does not exist (expected a .keras file)")
-    try:
-        return keras.saving.load_model(path)  # safe mode
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise FaceError(f"cannot load embedding model {path}: {exc}") from exc
+    from kerascnn.face.model import load_face_model
+
+    return load_face_model(model)
 
 
 class FacePipeline:
@@ -163,7 +155,7 @@ class FacePipeline:
         self.model = load_embedder(model)
         shape = self.model.input_shape
         if len(shape) != 4 or shape[-1] not in (1, 3):
-            raise FaceError(f"the embedding model must take (batch, size, size, 1 or 3) images, got {shape}")
+            raise FaceModelError(f"the embedding model must take (batch, size, size, 1 or 3) images, got input shape {shape}")
         self.image_size = int(image_size or shape[1] or 112)
         self.channels = int(shape[-1])
         self.select = select

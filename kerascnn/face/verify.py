@@ -251,7 +251,9 @@ def calibrate(left: np.ndarray, right: np.ndarray, same: Sequence[bool], metric:
         roc_path: write the ROC curve there as a PNG.
 
     Returns:
-        A JSON-ready calibration dict: ``threshold``, ``metric``, ``criterion``, ``target_far``,
+        A JSON-ready calibration dict in the card format of :mod:`kerascnn.face.model`:
+        ``threshold`` (by the criterion asked for), ``metric``, ``criterion``, ``target_far``,
+        ``best_accuracy_threshold``, ``threshold_far_1e-3``,
         the rates at the threshold (``far``, ``tar``, ``accuracy_at_threshold``), and the report
         of :func:`kerascnn.evaluation.evaluate_pairs` (k-fold ``accuracy``, ``auc``, ``eer``,
         ``tar_at_far`` at 1e-2 and 1e-3, pair counts), ``excluded_pairs`` and ``roc_png``.
@@ -288,6 +290,7 @@ def calibrate(left: np.ndarray, right: np.ndarray, same: Sequence[bool], metric:
         far=float(accepted[~same].mean()),
         tar=float(accepted[same].mean()),
         accuracy_at_threshold=float(np.mean(accepted == same)),
+        **{"threshold_far_1e-3": evaluation.best_threshold(scores, same, target_far=1e-3, similarity=similarity)},
         excluded_pairs=int((~kept).sum()),
     )
     if roc_path is not None:

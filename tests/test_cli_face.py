@@ -1,0 +1,190 @@
+"""The face commands: verify, identify, calibrate, evaluate, demo; exit codes and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from _face_helpers import EYES, tiny_embedder
+from kerascnn.cli import main
+from kerascnn.face.gallery import Gallery, model_identity
+from kerascnn.face.pipeline import FacePipeline
+from kerascnn.face.verify import identify, verify
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, orl_dir):
+    """A saved tiny embedder and a gallery of two ORL people (3 images each)."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    root = tmp_path_factory.mktemp("cli_face")
+    model_path = root / "tiny.keras"
+    tiny_embedder(32).save(model_path)
+    pipeline = FacePipeline(detector="haar", model=str(model_path))
+    gallery_path = root / "g.db"
+    with Gallery(gallery_path, model_identity(pipeline.model)) as gallery:
+        for person in ("s1", "s2"):
+            gallery.enroll_images(person, [orl_dir / person / f"{i}.pgm" for i in (1, 2, 3)], pipeline)
+        templates = {n: gallery.templates(n) for n in ("s1", "s2")}
+    return {"model": str(model_path), "gallery": str(gallery_path), "pipeline": pipeline, "templates": templates,
+            "root": root}
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _common(setup):
+    return ["--gallery", setup["gallery"], "--model", setup["model"], "--detector", "haar"]
+
+
+def test_verify_exit_codes_follow_the_threshold(setup, orl_dir, capsys):
+    probe = orl_dir / "s1" / "5.pgm"
+    embedding, _ = setup["pipeline"].embed_one(str(probe))
+    score = verify(setup["templates"], "s1", embedding, 0.0).score
+    code, out, _ = _run(capsys, "verify", *_common(setup), "--threshold", score - 1e-3, "s1", probe)
+    assert code == 0 and out.startswith("MATCH") and f"{score:.4f}" in out
+    code, out, _ = _run(capsys, "verify", *_common(setup), "--threshold", score + 1e-3, "--json", "s1", probe)
+    data = json.loads(out)
+    assert code == 1 and data["decision"] == "no match" and data["score"] == pytest.approx(score, abs=1e-5)
+    assert data["templates"] == 3 and data["face"]["status"] == "ok"
+
+
+def test_identify_recognized_top_k_and_not_recognized(setup, orl_dir, capsys):
+    probe = orl_dir / "s2" / "6.pgm"
+    embedding, _ = setup["pipeline"].embed_one(str(probe))
+    expected = identify(setup["templates"], embedding, 0.0, top_k=2)
+    code, out, _ = _run(capsys, "identify", *_common(setup), "--threshold", expected.score - 1e-3, "--json",
+                        "--top-k", 2, probe)
+    data = json.loads(out)
+    assert code == 0 and data["name"] == expected.name and [c["name"] for c in data["candidates"]] == [
+        c.name for c in expected.candidates]
+    code, out, _ = _run(capsys, "identify", *_common(setup), "--threshold", 1.01, probe)
+    assert code == 1 and out.startswith("NOT RECOGNIZED")
+
+
+def test_grey_and_rgba_probes_work(setup, lfw_dir, orl_dir, tmp_path, capsys):
+    rgb = cv2.imread(str(lfw_dir / EYES[0]))
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(rgba), np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2))
+    for probe in (rgba, orl_dir / "s3" / "1.pgm"):
+        code, out, err = _run(capsys, "identify", *_common(setup), "--threshold", 0.5, probe)
+        assert code in (0, 1) and "RECOGNIZED" in out and err == ""
+
+
+def _huge_png_header(path):
+    """A PNG whose header announces 100,000 x 100,000 pixels (nothing to decode)."""
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk)))
+    return path
+
+
+def test_bad_input_exit_2_with_one_clear_line_and_gallery_untouched(setup, tmp_path, orl_dir, capsys):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 120, 3), 200, np.uint8))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    good = orl_dir / "s1" / "4.pgm"
+    before = _digest(setup["gallery"])
+    cases = [
+        (["verify", *_common(setup), "--threshold", 0.5, "s1", blank], f"no face found in {blank}"),
+        (["verify", *_common(setup), "--threshold", 0.5, "s1", text], f"cannot decode {text}"),
+        (["verify", *_common(setup), "--threshold", 0.5, "s1", tmp_path / "nope.jpg"], "No such file"),
+        (["identify", *_common(setup), "--threshold", 0.5, _huge_png_header(tmp_path / "huge.png")],
+         "100000x100000 pixels, above the cap"),
+        (["verify", *_common(setup), "--threshold", 0.5, "zoe", good], "'zoe' is not enrolled"),
+        (["identify", "--gallery", tmp_path / "missing.db", "--model", setup["model"], "--threshold", 0.5, good],
+         "does not exist"),
+        (["identify", *_common(setup), good], "pass --threshold or run 'kerascnn calibrate' first"),
+    ]
+    for argv, message in cases:
+        code, out, err = _run(capsys, *argv)
+        assert code == 2 and message in err and err.count("\n") == 1 and out == "", (argv, err)
+        assert err.startswith(f"kerascnn {argv[0]}: error: ")
+    assert _digest(setup["gallery"]) == before
+
+
+def test_empty_gallery_and_gallery_of_another_model(setup, tmp_path, orl_dir, capsys):
+    good = orl_dir / "s1" / "4.pgm"
+    empty = tmp_path / "empty.db"
+    Gallery(empty, model_identity(setup["pipeline"].model)).close()
+    code, _, err = _run(capsys, "identify", "--gallery", empty, "--model", setup["model"], "--threshold", 0.5, good)
+    assert code == 2 and "is empty" in err
+    other = tmp_path / "other.keras"
+    tiny_embedder(32, name="other_model").save(other)
+    before = _digest(setup["gallery"])
+    code, _, err = _run(capsys, "verify", "--gallery", setup["gallery"], "--model", other, "--threshold", 0.5, "s1", good)
+    assert code == 2 and "model" in err and err.count("\n") == 1
+    assert _digest(setup["gallery"]) == before
+
+
+def _tiny_pairs(lfw_pairs, tmp_path):
+    """2 folds x 3 matched + 3 mismatched pairs taken from the real pairs file."""
+    lines = lfw_pairs.read_text().splitlines()
+    rows = lines[1:4] + lines[301:304] + lines[601:604] + lines[901:904]
+    path = tmp_path / "pairs.txt"
+    path.write_text("2\t3\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lfw_dir, tmp_path, orl_dir, capsys):
+    pairs = _tiny_pairs(lfw_pairs, tmp_path)
+    model = tmp_path / "cal.keras"
+    shutil.copy(setup["model"], model)
+    roc = tmp_path / "roc.png"
+    code, out, _ = _run(capsys, "calibrate", "--pairs", pairs, "--images", lfw_dir, "--model", model,
+                        "--detector", "haar", "--roc", roc, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["num_genuine"] + data["num_impostor"] == 12 and data["criterion"] == "best accuracy"
+    assert roc.read_bytes()[:4] == b"\x89PNG" and data["card"] == str(model.with_suffix(".json"))
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["calibration"]["threshold"] == pytest.approx(data["threshold"]) and card["calibration"]["metric"] == "cosine"
+    for key in ("auc", "eer", "tar_at_far", "failure_to_detect"):
+        assert key in data
+    # verify without --threshold now reads the stored calibration
+    code, out, _ = _run(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+                        "--json", "s1", orl_dir / "s1" / "7.pgm")
+    assert code in (0, 1) and json.loads(out)["threshold"] == pytest.approx(data["threshold"])
+
+
+@pytest.mark.slow
+def test_evaluate_json_with_yunet(setup, lfw_pairs, lfw_dir, yunet_path, tmp_path, capsys):
+    pairs = _tiny_pairs(lfw_pairs, tmp_path)
+    code, out, _ = _run(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
+                        "--detector-model", yunet_path, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["pairs"] == 12 and data["failure_to_detect"] == 0 and data["pairs_scored"] == 12
+    assert 0 <= data["accuracy"] <= 1 and 0 <= data["auc"] <= 1 and set(data["tar_at_far"]) == {"0.01", "0.001"}
+    code, _, err = _run(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
+                        "--folds", 3)
+    assert code == 2 and "--folds must be between 1 and 2, got [3]" in err
+
+
+@pytest.mark.slow
+def test_demo_enrolls_and_decides(setup, shared_dir, tmp_path, capsys):
+    gallery = tmp_path / "demo.db"
+    argv = ["demo", "--data", shared_dir / "data", "--model", setup["model"], "--detector", "haar", "--people", 2,
+            "--enroll-images", 2, "--strangers", 1, "--threshold", 0.5, "--gallery", gallery]
+    code, out, _ = _run(capsys, *argv)
+    assert code == 0 and "enrolled 2 ORL people x 2 images (4 templates)" in out
+    assert out.strip().splitlines()[-1].endswith("of 3 probes decided correctly")
+    with Gallery(gallery) as g:
+        assert [i.name for i in g.identities()] == ["s1", "s2"]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and "already exists" in err
