@@ -161,21 +161,38 @@ def triplet_loss(
         hardest_neg = ops.min(ops.where(neg, d, far), axis=1)
         valid = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))
         return _safe_mean(_hinge(hardest_pos - hardest_neg, margin, soft_margin), valid)
-    # (anchor, positive, negative) cube
-    d_ap = d[:, :, None]
-    d_an = d[:, None, :]
-    if mining == "batch_all":
+    if mining == "batch_all" and soft_margin:  # softplus has no prefix-sum shortcut: O(n^3)
         valid = ops.logical_and(pos[:, :, None], neg[:, None, :])
-        losses = ops.where(valid, _hinge(d_ap - d_an, margin, soft_margin), 0.0)
-        return _safe_mean(losses, losses > 0.0)
-    # semi_hard: one negative per (anchor, positive) pair
-    far = ops.stop_gradient(ops.max(d) + 1.0)
-    farther = ops.logical_and(neg[:, None, :], d_an > d_ap)
-    semi = ops.min(ops.where(farther, d_an, far), axis=2)
-    hardest = ops.min(ops.where(neg, d, far), axis=1)[:, None]
-    chosen = ops.where(ops.any(farther, axis=2), semi, hardest)
-    valid = ops.logical_and(pos, ops.any(neg, axis=1, keepdims=True))
+        return _safe_mean(ops.where(valid, ops.softplus(d[:, :, None] - d[:, None, :]), 0.0), valid)
+    # each anchor's negative distances sorted (non-negatives pushed past every threshold)
+    far = ops.stop_gradient(ops.max(d)) + margin + 1.0
+    sorted_neg = ops.sort(ops.where(neg, d, far), axis=1)
+    posf = ops.cast(pos, "float32")
+    if mining == "batch_all":
+        # per (a, p): c = #negatives with d(a, n) < d(a, p) + margin and the sum S of their
+        # distances; the pair's summed hinge is c * (d(a, p) + margin) - S. O(n^2 log n).
+        threshold = d + margin
+        count = _count_below(sorted_neg, threshold)
+        prefix = ops.pad(ops.cumsum(sorted_neg, axis=1), [[0, 0], [1, 0]])
+        sums = ops.take_along_axis(prefix, count, axis=1)
+        count = ops.cast(count, "float32") * posf
+        return ops.sum(posf * (count * threshold - sums)) / ops.maximum(ops.sum(count), 1.0)
+    # semi_hard: the first negative strictly farther than the positive, else the closest one
+    n_neg = ops.sum(ops.cast(neg, "int32"), axis=1, keepdims=True)
+    first_farther = _count_below(sorted_neg, d, side="right")
+    farther = ops.take_along_axis(sorted_neg, ops.minimum(first_farther, n - 1), axis=1)
+    chosen = ops.where(first_farther < n_neg, farther, sorted_neg[:, :1])
+    valid = ops.logical_and(pos, n_neg > 0)
     return _safe_mean(_hinge(d - chosen, margin, soft_margin), valid)
+
+
+def _count_below(sorted_rows, values, side: str = "left"):
+    """Per row ``i`` and column ``j``: how many of ``sorted_rows[i]`` are ``< values[i, j]``
+    (``side="left"``) or ``<= values[i, j]`` (``"right"``). Batched ``tf.searchsorted``
+    (``keras.ops.searchsorted`` takes 1-D sequences only)."""
+    import tensorflow as tf
+
+    return tf.searchsorted(sorted_rows, values, side=side, out_type=tf.int32)
 
 
 def active_triplet_counts(labels, embeddings, margin: float = 0.2, distance: str = "squared_euclidean"):
@@ -188,9 +205,11 @@ def active_triplet_counts(labels, embeddings, margin: float = 0.2, distance: str
     """
     d = pairwise_distances(embeddings, distance)
     pos, neg = _label_masks(labels, ops.shape(d)[0])
-    valid = ops.logical_and(pos[:, :, None], neg[:, None, :])
-    active = ops.logical_and(valid, d[:, :, None] - d[:, None, :] + margin > 0.0)
-    return ops.sum(ops.cast(active, "float32")), ops.sum(ops.cast(valid, "float32"))
+    far = ops.max(d) + margin + 1.0
+    active = _count_below(ops.sort(ops.where(neg, d, far), axis=1), d + margin)
+    posf = ops.cast(pos, "float32")
+    n_neg = ops.sum(ops.cast(neg, "float32"), axis=1, keepdims=True)
+    return ops.sum(posf * ops.cast(active, "float32")), ops.sum(posf * n_neg)
 
 
 @keras.saving.register_keras_serializable(package="kerascnn")

@@ -98,26 +98,26 @@ def test_pairwise_distances_match_reference():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("mining", MININGS)
-def test_identical_embeddings_give_finite_loss_and_gradients(mining, distance):
+def test_identical_embeddings_give_finite_loss_and_gradients(mining):
     labels = np.array([0, 0, 1, 1, 2, 2])
     emb = np.tile(np.array([[0.6, 0.8, 0.0]], np.float32), (6, 1))
-    value, grad = loss_and_grad(TripletLoss(0.2, mining=mining, distance=distance), labels, emb)
-    # every valid triplet has d_ap = d_an = 0, so the loss is the margin
-    assert value == pytest.approx(0.2, abs=1e-5)
-    assert np.all(np.isfinite(grad))
+    for distance in DISTANCES:
+        value, grad = loss_and_grad(TripletLoss(0.2, mining=mining, distance=distance), labels, emb)
+        # every valid triplet has d_ap = d_an = 0, so the loss is the margin
+        assert value == pytest.approx(0.2, abs=1e-5), distance
+        assert np.all(np.isfinite(grad)), distance
 
 
-@pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("mining", MININGS)
 @pytest.mark.parametrize("labels", [[3, 3, 3, 3, 3], [0, 1, 2, 3, 4]], ids=["one_identity", "all_distinct"])
-def test_no_valid_triplet_gives_zero_loss_and_zero_gradients(mining, distance, labels):
+def test_no_valid_triplet_gives_zero_loss_and_zero_gradients(mining, labels):
     emb = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-    for soft in (False, True):
-        value, grad = loss_and_grad(TripletLoss(0.2, mining, distance, soft), np.array(labels), emb)
-        assert value == 0.0
-        assert np.all(np.isfinite(grad)) and np.all(grad == 0)
+    for distance in DISTANCES:
+        for soft in (False, True):
+            value, grad = loss_and_grad(TripletLoss(0.2, mining, distance, soft), np.array(labels), emb)
+            assert value == 0.0, (distance, soft)
+            assert np.all(np.isfinite(grad)) and np.all(grad == 0), (distance, soft)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -256,3 +256,19 @@ def test_semi_hard_falls_back_to_the_hardest_negative():
     got = float(triplet_loss(labels, emb, 5.0, "semi_hard"))
     # anchor 0 picks d=4 (1-4+5=2); anchor 1 has d_ap=1, negatives at 1 and 4: picks 4 (1-4+5=2)
     assert got == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("mining", MININGS)
+def test_gradients_match_finite_differences_of_the_reference(mining):
+    rng = np.random.default_rng(9)
+    labels, emb = random_batch(rng, n=8, dim=3, identities=3)
+    _, grad = loss_and_grad(TripletLoss(0.3, mining), labels, emb)
+    numeric = np.zeros_like(grad, dtype=np.float64)
+    x = emb.astype(np.float64)
+    for i, j in itertools.product(*map(range, x.shape)):
+        step = np.zeros_like(x)
+        step[i, j] = 1e-5
+        numeric[i, j] = (ref_triplet_loss(labels, x + step, 0.3, mining, "squared_euclidean")
+                         - ref_triplet_loss(labels, x - step, 0.3, mining, "squared_euclidean")) / 2e-5
+    assert np.abs(numeric).max() > 0
+    np.testing.assert_allclose(grad, numeric, atol=2e-3)
