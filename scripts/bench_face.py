@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Benchmark the face tools: enrollment throughput by stage, identification latency by gallery size.
+
+Enrollment (real LFW images): read, detect, align, embed, store, each timed on its own over the
+same images, and end to end; the embedding stage is compared with ``model.predict`` on the same
+crops (the reference measured in the same run). Identification: galleries of random unit
+templates (``--sizes``, default 10^4, 10^5, 10^6), one query and a batch of 1,000, through
+``Gallery.search`` (one matrix product) against a bare NumPy ``q @ T.T`` + top-1 on the same
+matrix; and the gallery's faiss index with its recall@1, when faiss is installed.
+
+Usage:
+    python3 scripts/bench_face.py [--images ../shared/data/lfw/images] [--count 200] \\
+        [--detector-model ../shared/models/face_detection_yunet_2026may.onnx] [--model M.keras] \\
+        [--sizes 10000 100000 1000000]
+
+Without ``--model`` the shipped face model is used, or, when it is missing, the same architecture
+with random weights (``build_face_embedder``: identical compute). ``KERASCNN_SMALL=1`` shrinks
+everything for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+SMALL = os.environ.get("KERASCNN_SMALL") == "1"
+
+
+def _timed(fn, repeat: int = 1):
+    """(result, median seconds) of ``fn()`` over ``repeat`` runs."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, float(np.median(times))
+
+
+def _model(path):
+    from kerascnn.errors import FaceModelError
+    from kerascnn.face.model import build_face_embedder, load_face_model
+
+    try:
+        return load_face_model(path), path or "shipped face model"
+    except FaceModelError as exc:
+        if path:
+            raise
+        print(f"note: {exc}; benchmarking build_face_embedder() with random weights", file=sys.stderr)
+        return build_face_embedder(), "build_face_embedder() (random weights)"
+
+
+def bench_enrollment(args) -> dict:
+    """Per-stage and end-to-end enrollment time on real images."""
+    from kerascnn.data.folders import read_image, scan_folder
+    from kerascnn.face.detect import align_detection, select_faces
+    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.pipeline import FacePipeline
+
+    model, model_name = _model(args.model)
+    pipeline = FacePipeline(detector=args.detector_model or "haar", model=model)
+    paths = scan_folder(args.images).paths[:: max(1, 9000 // args.count)][: args.count]
+    images, t_read = _timed(lambda: [read_image(p) for p in paths])
+    detections, t_detect = _timed(lambda: [pipeline.detector(im) for im in images])
+    kept = [(im, d) for im, d in zip(images, detections) if d]
+
+    def align():
+        return np.stack([align_detection(im, select_faces(d, im.shape)[0], pipeline.image_size)[0] for im, d in kept])
+
+    crops, t_align = _timed(align)
+    pipeline.embed_crops(crops[:2])  # trace once
+    embeddings, t_embed = _timed(lambda: pipeline.embed_crops(crops), repeat=3)
+    model.predict(crops[:2].astype(np.float32), verbose=0)
+    _, t_predict = _timed(lambda: model.predict(crops.astype(np.float32), batch_size=64, verbose=0), repeat=3)
+    identity = model_identity(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        with Gallery(os.path.join(tmp, "bench.db"), identity) as gallery:
+            names = [os.path.basename(os.path.dirname(p)) for p, (_, d) in zip(paths, zip(images, detections)) if d]
+
+            def store():
+                for name in sorted(set(names)):
+                    rows = [i for i, n in enumerate(names) if n == name]
+                    gallery.enroll(name, embeddings[rows], model_identity=identity)
+
+            _, t_store = _timed(store)
+        end_to_end_paths = paths[: max(8, len(paths) // 4)]
+        with Gallery(os.path.join(tmp, "e2e.db"), identity) as gallery:
+            _, t_e2e = _timed(lambda: gallery.enroll_images("bench", end_to_end_paths, pipeline, strict=False))
+    n, m = len(paths), len(crops)
+    stages = {"read": t_read / n, "detect": t_detect / n, "align": t_align / max(m, 1), "embed": t_embed / max(m, 1),
+              "store": t_store / max(m, 1)}
+    return {
+        "model": model_name,
+        "detector": repr(pipeline.detector),
+        "images": n,
+        "faces": m,
+        "ms_per_image_by_stage": {k: round(1000 * v, 2) for k, v in stages.items()},
+        "images_per_s_sum_of_stages": round(1.0 / sum(stages.values()), 1),
+        "images_per_s_end_to_end": round(len(end_to_end_paths) / t_e2e, 1),
+        "end_to_end_images": len(end_to_end_paths),
+        "embed_images_per_s_tf_function": round(m / t_embed, 1),
+        "embed_images_per_s_model_predict": round(m / t_predict, 1),
+        "embed_speedup_vs_predict": round(t_predict / t_embed, 2),
+        "embeddings_equal_predict": bool(np.allclose(
+            embeddings, model.predict(crops.astype(np.float32), verbose=0), atol=1e-4)),
+    }
+
+
+def _random_gallery(path: str, n: int, dim: int, per_identity: int, rng) -> np.ndarray:
+    """A gallery of ``n`` random unit templates, ``per_identity`` per name; returns them."""
+    from kerascnn.face.gallery import Gallery
+
+    templates = rng.standard_normal((n, dim), dtype=np.float32)
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    with Gallery(path, None) as gallery:
+        for start in range(0, n, per_identity):
+            gallery.enroll(f"id{start // per_identity:07d}", templates[start:start + per_identity])
+    return templates
+
+
+def bench_identification(args) -> list[dict]:
+    """Search latency of galleries of random templates: gallery vs bare matmul, exact and faiss."""
+    from kerascnn.face.gallery import Gallery
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"g{n}.db")
+            templates, t_build = _timed(lambda: _random_gallery(path, n, 128, args.per_identity, rng))
+            owner = np.arange(n) // args.per_identity
+            # probes: noisy copies of templates, so recall is measurable
+            picked = rng.integers(0, n, 1000)
+            queries = templates[picked] + 0.3 * rng.standard_normal((1000, 128), dtype=np.float32) / np.sqrt(128)
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            row = {"templates": n, "identities": n // args.per_identity, "build_s": round(t_build, 1)}
+            with Gallery(path, None, create=False) as gallery:
+                gallery.search(queries[:1])  # load the matrix once
+                _, t1 = _timed(lambda: gallery.search(queries[:1], k=5), repeat=20)
+                (names, _), tb = _timed(lambda: gallery.search(queries, k=5), repeat=3)
+                row["exact_ms_1_query"] = round(1000 * t1, 2)
+                row["exact_ms_1000_queries"] = round(1000 * tb, 1)
+                row["exact_recall_at_1"] = float(np.mean(names[:, 0] == np.array([f"id{o:07d}" for o in owner[picked]])))
+            _, r1 = _timed(lambda: np.argmax(queries[:1] @ templates.T, axis=1), repeat=20)
+            _, rb = _timed(lambda: np.argmax(queries @ templates.T, axis=1), repeat=3)
+            row["numpy_matmul_ms_1_query"] = round(1000 * r1, 2)
+            row["numpy_matmul_ms_1000_queries"] = round(1000 * rb, 1)
+            row["gallery_over_matmul_1000"] = round(tb / rb, 2)
+            try:
+                import faiss  # noqa: F401
+            except ImportError:
+                row["faiss"] = "not installed (pip install faiss-cpu): skipped"
+            else:
+                with Gallery(path, None, create=False, index="faiss") as gallery:
+                    gallery.search(queries[:1])
+                    _, f1 = _timed(lambda: gallery.search(queries[:1], k=5), repeat=20)
+                    (fnames, _), fb = _timed(lambda: gallery.search(queries, k=5), repeat=3)
+                row["faiss_ms_1_query"] = round(1000 * f1, 2)
+                row["faiss_ms_1000_queries"] = round(1000 * fb, 1)
+                row["faiss_recall_at_1_vs_exact"] = float(np.mean(fnames[:, 0] == names[:, 0]))
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="../shared/data/lfw/images", help="identity/image folder of photos")
+    parser.add_argument("--count", type=int, default=16 if SMALL else 200, help="photos to enroll")
+    parser.add_argument("--model", help="embedding model .keras (default: the shipped face model)")
+    parser.add_argument("--detector-model", default=os.environ.get("KERASCNN_DETECTOR_MODEL"),
+                        help="YuNet .onnx (default: Haar cascades)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000] if SMALL else [10_000, 100_000, 1_000_000])
+    parser.add_argument("--per-identity", type=int, default=10, help="templates per identity in the galleries")
+    parser.add_argument("--skip-enrollment", action="store_true")
+    args = parser.parse_args(argv)
+    report = {}
+    if not args.skip_enrollment:
+        report["enrollment"] = bench_enrollment(args)
+        print(json.dumps(report["enrollment"]), file=sys.stderr)
+    report["identification"] = bench_identification(args)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
