@@ -188,3 +188,18 @@ def test_demo_enrolls_and_decides(setup, shared_dir, tmp_path, capsys):
         assert [i.name for i in g.identities()] == ["s1", "s2"]
     code, _, err = _run(capsys, *argv)
     assert code == 2 and "already exists" in err
+
+
+def test_verify_face_script_runs_verify_or_identify(setup, orl_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "verify_face.py"
+    spec = importlib.util.spec_from_file_location("verify_face", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    probe = orl_dir / "s1" / "5.pgm"
+    assert module.main([*map(str, _common(setup)), "--threshold", "-1.0", "--json", "s1", str(probe)]) == 0
+    assert json.loads(capsys.readouterr().out)["decision"] == "match"
+    assert module.main([*map(str, _common(setup)), "--threshold", "1.01", "--json", str(probe)]) == 1
+    assert json.loads(capsys.readouterr().out)["decision"] == "not recognized"
