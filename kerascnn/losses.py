@@ -135,7 +135,9 @@ def triplet_loss(
       anchor has a negative.
 
     A batch with no valid triplet (one identity, or all identities distinct) gives 0 with zero
-    gradients.
+    gradients. Cost for a batch of ``n``: ``O(n^2)`` memory; ``batch_hard`` ``O(n^2)`` time,
+    ``batch_all`` and ``semi_hard`` ``O(n^2 log n)`` (sorted negative distances and prefix
+    sums), except ``batch_all`` with ``soft_margin``, which enumerates the ``n^3`` triplets.
 
     Args:
         labels: ``(batch,)`` or ``(batch, 1)`` integer identity labels.
