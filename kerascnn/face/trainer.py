@@ -62,14 +62,14 @@ class FaceTrainConfig:
     pairs: str | None = None
     lfw_images: str | None = None
     holdout_fold: int = 6
-    input_size: int = 112
-    canvas: int = 128
+    input_size: int = 64
+    canvas: int = 80
     embedding_dim: int = 128
     widths: tuple[int, ...] = (32, 64, 128, 256)
-    depths: tuple[int, ...] = (2, 2, 2, 2)
+    depths: tuple[int, ...] = (1, 2, 2, 1)
     teacher: bool = True
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int = 12
+    batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 5e-4
     seed: int = 0
@@ -458,6 +458,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _device() -> str:
+    """What trained the model, for the card: the GPUs, or the CPU core count."""
+    gpus = []
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+    return f"{len(gpus)} GPU(s)" if gpus else f"CPU, {os.cpu_count()} cores ({keras.backend.backend()} backend)"
+
+
 def run(args) -> dict:
     """Run a whole training from parsed options; returns the card."""
     from kerascnn.face.model import save_calibration
@@ -506,7 +516,7 @@ def run(args) -> dict:
             "method": (f"distillation of {teacher.name} (dlib) to its unit embeddings, mean-centred, cosine loss"
                        if teacher else "semi-hard triplet loss on P x K batches (K=4)"),
             "teacher": teacher.name if teacher else None,
-            "device": "CPU (2 shared cores)" if not keras.backend.backend() == "jax" else keras.backend.backend(),
+            "device": _device(),
             "seconds": round(seconds, 1), "images_per_second": round(rate, 1),
             "epochs_run": len(history.get("loss", [])), "final_loss": float(history["loss"][-1]),
             "augmentation": "flip, rotation 0.03 turn, zoom 8%, shift 3%, brightness, contrast, saturation, 20% greyscale, blur",
@@ -537,7 +547,46 @@ def run(args) -> dict:
     (out / "face_model.json").write_text(json.dumps(card, indent=2) + "\n")
     if "calibration" in card:
         save_calibration(model_path, card["calibration"])
+    (out / "FACE_MODEL_CARD.md").write_text(card_markdown(card))
     return card
+
+
+def card_markdown(card: dict) -> str:
+    """A short human-readable model card from the JSON card."""
+    lines = [
+        "# kerascnn default face model", "",
+        f"- File: `{card['model']}` ({card['parameters']:,} parameters); card: `{Path(card['model']).stem}.json`.",
+        f"- Architecture: {card['architecture']}.",
+        f"- Input: {card['input']['size'][0]}x{card['input']['size'][1]} RGB float32 0..255, aligned with "
+        f"{card['input']['alignment']}; normalisation {card['input']['normalization']}.",
+        f"- Output: {card['output']['embedding_dim']}-d unit vectors; compare with cosine similarity.",
+        f"- Training: {card['training']['method']}; {card['training']['epochs_run']} epochs, "
+        f"{card['training']['seconds'] / 60:.0f} min on {card['training']['device']} "
+        f"({card['training']['images_per_second']} images/s); {card['training']['optimizer']}; "
+        f"augmentation: {card['training']['augmentation']}; seed {card['seed']}.",
+        f"- Data: {card['data']['images']} images of {card['data']['identities']} people in "
+        f"{', '.join(card['data']['folders'])}; {card['data']['training_images']} used for training; "
+        f"faces not detected: {card['data']['faces_not_detected']} ({card['data']['detector']}).",
+    ]
+    if "accuracy" in card:
+        student = card["accuracy"]["student"]
+        lines += ["", "## Accuracy (identity-disjoint)", "", card["accuracy"]["protocol"] + ".", "",
+                  "| model | accuracy | AUC | EER | TAR@FAR 1e-2 | TAR@FAR 1e-3 |", "|---|---|---|---|---|---|"]
+        for name, rep in (("this model", student), ("dlib teacher (ceiling)", card["accuracy"].get("teacher_dlib"))):
+            if rep:
+                lines.append(
+                    f"| {name} | {100 * rep['accuracy']:.2f}% +- {100 * rep['accuracy_std']:.2f} | {rep['auc']:.4f} | "
+                    f"{100 * rep['eer']:.2f}% | {rep['tar_at_far']['0.01']:.3f} | {rep['tar_at_far']['0.001']:.3f} |")
+    if "calibration" in card:
+        cal = card["calibration"]
+        lines += ["", "## Calibration", "",
+                  f"Cosine similarity; match when >= `{cal['threshold']:.4f}` (best accuracy) or >= "
+                  f"`{cal['threshold_far_1e-3']:.4f}` (false accept rate 1e-3). {cal['source']}"]
+    lines += ["", "## Limits", "",
+              "LFW and ORL are research benchmarks of mostly adult, frontal, well-lit news and lab photos; "
+              "accuracy elsewhere (other ages, poses, cameras, demographics) is not measured here. "
+              "Do not use it for decisions about people without your own evaluation.", ""]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
