@@ -56,12 +56,13 @@ def test_shipped_model_verifies_held_out_lfw_pairs(shipped, lfw_pairs, lfw_dir, 
     from kerascnn.data.folders import read_image
     from kerascnn.data.lfw import read_pairs
     from kerascnn.face.align import align_face
-    from kerascnn.face.facedata import _central_face, _YuNet
+    from kerascnn.face.detect import YuNetDetector
+    from kerascnn.face.facedata import _central_face
 
     pairs = read_pairs(lfw_pairs, lfw_dir)
     fold = np.flatnonzero(pairs.fold == 6)
     chosen = np.concatenate([fold[pairs.same[fold]][:20], fold[~pairs.same[fold]][:20]])
-    detector, size = _YuNet(yunet_path), shipped.input_shape[1]
+    detector, size = YuNetDetector(yunet_path, score_threshold=0.5), shipped.input_shape[1]
 
     def crop(path):
         image = read_image(path)

@@ -26,6 +26,7 @@ import numpy as np
 from kerascnn.data.folders import read_image, scan_folder
 from kerascnn.errors import DatasetError
 from kerascnn.face.align import similarity_transform, template
+from kerascnn.face.detect import YuNetDetector, select_faces
 
 DEFAULT_CACHE = Path(os.environ.get("KERASCNN_CACHE", Path.home() / ".cache" / "kerascnn"))
 CHUNK = 256
@@ -72,42 +73,28 @@ class FaceData:
         )
 
 
-class _YuNet:
-    """YuNet (``cv2.FaceDetectorYN``) returning boxes and 5 landmarks in template order."""
-
-    def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.5):
-        if not Path(model_path).is_file():
-            raise DatasetError(f"YuNet model file {model_path} does not exist (expected a face_detection_yunet .onnx)")
-        self._net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
-
-    def detect(self, rgb: np.ndarray) -> np.ndarray:
-        """``(k, 15)`` rows: box ``x, y, w, h``, 5 landmarks ``x, y``, score (padded image)."""
-        h, w = rgb.shape[:2]
-        self._net.setInputSize((w, h))
-        _, faces = self._net.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        return np.zeros((0, 15), np.float32) if faces is None else faces
-
-
-def _central_face(image: np.ndarray, detector: _YuNet) -> np.ndarray | None:
+def _central_face(image: np.ndarray, detector) -> np.ndarray | None:
     """``(14,)`` box and landmarks of the face nearest the image centre, or ``None``.
 
     When nothing is found the image is padded by half its size and searched again: tight crops
     (ORL) and faces at the border are found far more reliably with background around them.
+
+    Args:
+        image: RGB ``uint8`` image.
+        detector: a :class:`kerascnn.face.detect.YuNetDetector` (faces with 5 landmarks).
     """
     h, w = image.shape[:2]
     for pad in (0, max(h, w) // 2):
         padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if pad else image
-        faces = detector.detect(padded)
-        if len(faces):
+        found = detector(padded)
+        if found:
             break
     else:
         return None
-    faces = faces[:, :14].copy()
-    faces[:, [0, 4, 6, 8, 10, 12]] -= pad
-    faces[:, [1, 5, 7, 9, 11, 13]] -= pad
-    centres = faces[:, :2] + faces[:, 2:4] / 2
-    best = np.argmin(((centres - [w / 2, h / 2]) ** 2).sum(1))
-    return faces[best]
+    face = select_faces(found, padded.shape, "central")[0]
+    row = np.concatenate([np.asarray(face.box, np.float32), face.landmarks.reshape(-1)])
+    row[[0, 1, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]] -= pad  # w, h stay
+    return row
 
 
 def canvas_matrix(landmarks: np.ndarray, size: int, canvas: int) -> np.ndarray:
@@ -230,7 +217,7 @@ def prepare_faces(
     folder.mkdir(parents=True, exist_ok=True)
     chunks = range((len(dataset) + CHUNK - 1) // CHUNK)
     todo = [i for i in chunks if i % num_shards == shard and not (folder / f"chunk_{i:04d}.npz").exists()]
-    detector = _YuNet(detector_path)
+    detector = YuNetDetector(detector_path, score_threshold=0.5)
     bar = _Progress(sum(len(dataset.paths[i * CHUNK:(i + 1) * CHUNK]) for i in todo), f"faces of {root.name}")
     for i in todo:
         paths = dataset.paths[i * CHUNK:(i + 1) * CHUNK]
