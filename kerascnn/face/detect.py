@@ -139,9 +139,9 @@ class HaarDetector:
         find_eyes: run the eye cascade in each face.
         max_side: images with a longer side are shrunk before detection (coordinates are returned
             in the original image).
-        pad: a replicated border added around the image, as a fraction of its longer side: the
-            cascade misses faces that fill the whole image without one (12% of the tightly
-            cropped ORL faces without it, none with 0.2).
+        pad: when no face is found, search again with a replicated border of this fraction of
+            the image's longer side around it: the cascade misses faces that fill the whole image
+            (12% of the tightly cropped ORL faces without the retry, none with it).
     """
 
     def __init__(
@@ -171,8 +171,16 @@ class HaarDetector:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         image, factor = _downscale(as_rgb(image), self.max_side)
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        border = int(self.pad * max(grey.shape))
-        grey = cv2.equalizeHist(cv2.copyMakeBorder(grey, border, border, border, border, cv2.BORDER_REPLICATE))
+        found = self._detect(grey, 0)
+        if not found and self.pad > 0:  # a face filling the whole image: try again with a border
+            found = self._detect(grey, int(self.pad * max(grey.shape)))
+        return [d.scaled(1.0 / factor) for d in found] if factor != 1.0 else found
+
+    def _detect(self, grey: np.ndarray, border: int) -> list[Detection]:
+        """Faces (and eyes) in a grey image, after adding a replicated ``border``."""
+        if border:
+            grey = cv2.copyMakeBorder(grey, border, border, border, border, cv2.BORDER_REPLICATE)
+        grey = cv2.equalizeHist(grey)
         side = max(12, int(self.min_size * min(grey.shape)))
         boxes, _, weights = self.face_cascade.detectMultiScale3(
             grey, self.scale_factor, self.min_neighbors, minSize=(side, side), outputRejectLevels=True
@@ -182,7 +190,7 @@ class HaarDetector:
             eyes = self._eyes(grey, x, y, w, h) if self.find_eyes else None
             eyes = None if eyes is None else eyes - border
             found.append(Detection((float(x - border), float(y - border), float(w), float(h)), float(weight), None, eyes))
-        return [d.scaled(1.0 / factor) for d in found] if factor != 1.0 else found
+        return found
 
     def _eyes(self, grey: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray | None:
         """Centres of one eye in each half of the face's upper part, or None."""
