@@ -10,7 +10,7 @@ import pytest
 
 from kerascnn import distillation
 from kerascnn.distillation import EmbeddingDistillationLoss
-from kerascnn.errors import DatasetError, TeacherUnavailableError
+from kerascnn.errors import DatasetError, DetectorError, TeacherUnavailableError
 from kerascnn.face import facedata
 
 
@@ -121,7 +121,7 @@ def test_prepare_faces_caches_and_resumes(tiny_faces, yunet_path, tmp_path, monk
 def test_prepare_faces_errors(tiny_faces, tmp_path):
     with pytest.raises(DatasetError, match="canvas must be at least the face size 32, got 30"):
         facedata.prepare_faces(tiny_faces, tmp_path / "y.onnx", 32, 30, cache_dir=tmp_path)
-    with pytest.raises(DatasetError, match="face detector model .*y.onnx does not exist"):
+    with pytest.raises(DetectorError, match="face detector model .*y.onnx does not exist"):
         facedata.prepare_faces(tiny_faces, tmp_path / "y.onnx", 32, 40, cache_dir=tmp_path)
 
 

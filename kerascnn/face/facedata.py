@@ -208,6 +208,7 @@ def prepare_faces(
 
     Raises:
         DatasetError: a bad folder or ``canvas < size``.
+        DetectorError: the detector model is missing or unreadable.
     """
     if canvas < size:
         raise DatasetError(f"canvas must be at least the face size {size}, got {canvas}")
