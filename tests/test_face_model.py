@@ -217,16 +217,6 @@ def test_holdout_split_removes_the_fold_people(lfw_pairs, lfw_dir):
         trainer.holdout_split(data, lfw_pairs, lfw_dir, 7)
 
 
-def test_bundle_round_trip(tmp_path):
-    data = _faces()
-    data.crops[:] = 128  # flat images survive JPEG exactly
-    back = trainer.load_bundle(trainer.save_bundle(data, tmp_path / "b.npz"))
-    np.testing.assert_array_equal(back.labels, data.labels)
-    assert back.class_names == data.class_names and back.paths == data.paths
-    assert np.abs(back.crops.astype(int) - 128).max() <= 1
-    np.testing.assert_allclose(back.teacher, data.teacher)
-
-
 def test_calibration_from_held_out_embeddings():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(40), 3)

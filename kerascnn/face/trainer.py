@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 
@@ -121,49 +120,6 @@ def concat_faces(parts: list[FaceData]) -> FaceData:
         [path for p in parts for path in p.paths], np.concatenate([p.labels + o for p, o in zip(parts, offsets)]),
         [name for p in parts for name in p.class_names], cat("crops"), cat("landmarks"), cat("detected"),
         cat("teacher"), parts[0].size, cat("chips"),
-    )
-
-
-# --- compact bundles (to move the prepared data between machines) ------------------------------
-def _encode(images: np.ndarray, quality: int) -> tuple[np.ndarray, np.ndarray]:
-    blobs = [cv2.imencode(".jpg", cv2.cvtColor(im, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
-             for im in images]
-    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
-    return np.concatenate(blobs).astype(np.uint8), offsets
-
-
-def _decode(buffer: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    return np.stack([
-        cv2.cvtColor(cv2.imdecode(buffer[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        for i in range(len(offsets) - 1)
-    ])
-
-
-def save_bundle(data: FaceData, path: str | os.PathLike, what: str = "crops", quality: int = 92) -> Path:
-    """Write ``data``'s crops (``what="crops"``) or teacher chips (``"chips"``) as one JPEG-packed ``.npz``.
-
-    With the labels, names, paths, detection flags and teacher embeddings (when present).
-    """
-    images = data.crops if what == "crops" else data.chips
-    buffer, offsets = _encode(images, quality)
-    extra = {} if data.teacher is None else {"teacher": data.teacher}
-    np.savez(
-        path, buffer=buffer, offsets=offsets, what=np.array(what), labels=data.labels,
-        class_names=np.array(data.class_names), paths=np.array(data.paths), detected=data.detected,
-        landmarks=data.landmarks, size=np.array(data.size), **extra,
-    )
-    return Path(path)
-
-
-def load_bundle(path: str | os.PathLike) -> FaceData:
-    """Read a bundle written by :func:`save_bundle` (images decoded into ``crops`` or ``chips``)."""
-    z = np.load(path)
-    images = _decode(z["buffer"], z["offsets"])
-    what = str(z["what"])
-    return FaceData(
-        [str(p) for p in z["paths"]], z["labels"], [str(n) for n in z["class_names"]],
-        images if what == "crops" else None, z["landmarks"], z["detected"],
-        z["teacher"] if "teacher" in z.files else None, int(z["size"]), images if what == "chips" else None,
     )
 
 
