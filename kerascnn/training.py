@@ -522,7 +522,8 @@ def fit(
 def read_history(csv_path: str | os.PathLike) -> dict[str, list[float]]:
     """The per-epoch metrics of a ``CSVLogger`` file, as ``{metric: [values]}``.
 
-    When a resumed run appended an epoch twice, the last row of each epoch wins.
+    When a resumed run appended an epoch twice, the last row of each epoch wins; ``NA`` cells
+    (a metric missing that epoch) give NaN.
     """
     import csv
 
@@ -532,7 +533,15 @@ def read_history(csv_path: str | os.PathLike) -> dict[str, list[float]]:
             if row.get("epoch") not in (None, "", "epoch"):
                 rows[int(row["epoch"])] = row
     keys = [k for k in (next(iter(rows.values())) if rows else {}) if k != "epoch"]
-    return {k: [float(rows[e][k]) if rows[e].get(k) not in (None, "") else math.nan for e in sorted(rows)] for k in keys}
+    return {k: [_number(rows[e].get(k)) for e in sorted(rows)] for k in keys}
+
+
+def _number(text: str | None) -> float:
+    """A CSVLogger cell as a float; its ``NA`` (a metric missing that epoch) and blanks give NaN."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def plot_history(history, path: str | os.PathLike) -> Path:

@@ -262,3 +262,11 @@ def test_train_command_rejects_a_bad_val_split(orl_dir, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--model", "lenet5", "--data", str(orl_dir), "--val-split", "1.5"])
     assert info.value.code == 2 and "must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
+def test_read_history_keeps_the_last_row_of_each_epoch_and_reads_na(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_loss\n0,2.0,NA\n1,1.5,1.9\n1,1.4,1.8\n2,1.0,\n")
+    history = training.read_history(path)
+    assert history["loss"] == [2.0, 1.4, 1.0]
+    assert math.isnan(history["val_loss"][0]) and history["val_loss"][1] == 1.8 and math.isnan(history["val_loss"][2])

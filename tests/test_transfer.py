@@ -140,3 +140,22 @@ def test_per_stage_lr_decay_gives_each_stage_its_multiplier():
     history = transfer.finetune(model, ds, head_epochs=1, finetune_epochs=1, unfreeze_stages=2, per_stage_lr_decay=0.5, verbose=0)
     assert len(history["loss"]) == 2
     assert model.optimizer.lr_multipliers == multipliers
+
+
+@pytest.mark.slow
+def test_finetuning_from_lfw_beats_training_from_scratch_on_few_shot_orl(lfw_dir, orl_dir, tmp_path):
+    """The proof on real data with a tiny budget; scripts/finetune_lfw_to_orl.py is the full run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "finetune_lfw_to_orl.py"
+    spec = importlib.util.spec_from_file_location("finetune_lfw_to_orl", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    result = demo.run(
+        lfw_dir, orl_dir, tmp_path, model="resnet18", image_size=32, min_images=30, max_images=30,
+        pretrain_epochs=4, head_epochs=3, finetune_epochs=3, shots=3, batch_size=32, seed=0, verbose=0,
+    )
+    print(result)  # the figures, with pytest -s
+    assert result["orl_train_images"] == 120 and result["orl_test_images"] == 280
+    assert result["finetuned_accuracy"] > result["scratch_accuracy"] + 0.05, result
