@@ -101,7 +101,7 @@ def run(
     keras.utils.set_random_seed(seed)
     scratch = create_model(model, input_shape=shape, classes=orl.num_classes)
     training.compile_model(scratch, learning_rate=2e-3, optimizer="adam")
-    scratch.fit(train_ds, epochs=epochs, verbose=verbose)
+    scratch.fit(train_ds, epochs=epochs, verbose=verbose, shuffle=False)  # the dataset shuffles
     result["scratch_accuracy"] = float(scratch.evaluate(test_ds, verbose=0, return_dict=True)["accuracy"])
     result["scratch_s"] = time.perf_counter() - start
     result.update(orl_train_images=len(orl_train), orl_test_images=len(orl_test), epochs=epochs)
