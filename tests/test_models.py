@@ -16,6 +16,7 @@ import tensorflow as tf
 import kerascnn
 from kerascnn.errors import InputShapeError, UnknownModelError
 
+
 def _run(model, x):
     """An eager forward pass (``predict`` would trace a tf.function: slow for one batch)."""
     return keras.ops.convert_to_numpy(model(x, training=False))
@@ -89,8 +90,13 @@ def test_features_match_feature_info(name):
     """Symbolic build at a large input: channels exact, sizes at input / reduction (unpadded
     convolutions may lose a few border pixels)."""
     info = kerascnn.model_info(name)
-    size = max(info.default_input_shape[0], 512)
-    model = kerascnn.create_model(name, input_shape=(size, size, info.default_input_shape[2]), features_only=True)
+    size = 512 if name == "unet" else max(info.default_input_shape[0], 512)
+    # U-Net's unpadded convolutions trim 4 pixels per level (test_unet.py checks the paper's
+    # sizes); with padding="same" its reductions are exact
+    extra = {"padding": "same"} if name == "unet" else {}
+    model = kerascnn.create_model(
+        name, input_shape=(size, size, info.default_input_shape[2]), features_only=True, **extra
+    )
     assert model.output_names == [f["name"] for f in info.feature_info]
     for out, feature in zip(model.outputs, info.feature_info):
         assert out.shape[-1] == feature["channels"], feature
