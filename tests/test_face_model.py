@@ -229,3 +229,21 @@ def test_calibration_from_held_out_embeddings():
     assert calibration["metric"] == "cosine" and calibration["threshold"] == 0.5
     far = np.mean(scores[~same] >= calibration["threshold_far_1e-3"])
     assert far <= 1e-3
+
+
+def test_distillation_targets_stay_the_same_across_epochs():
+    """Regression: without a refreshing teacher, the end of an epoch re-centred the already
+    centred targets, collapsing them onto one direction (and the model onto a constant)."""
+    from kerascnn.face.trainer import _DistillBatches, centred_targets
+
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(40, 8)) + 3.0  # an offset mean, as real embeddings have
+    teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+    crops = np.zeros((40, 4, 4, 3), np.uint8)
+    batches = _DistillBatches(crops, teacher, batch_size=8, seed=0)
+    expected, _ = centred_targets(teacher)
+    for _ in range(3):
+        batches.on_epoch_end()
+        np.testing.assert_allclose(batches.targets, expected, atol=1e-6)
+    # the targets keep their spread: far from all pointing one way
+    assert np.abs(batches.targets.mean(0)).max() < 0.5

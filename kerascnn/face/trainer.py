@@ -237,7 +237,7 @@ class _DistillBatches(keras.utils.PyDataset):
         if not ready.any():
             raise DatasetError("no training image has a teacher embedding yet")
         targets, self.mean = centred_targets(np.where(ready[:, None], teacher, 0.0), self.mean if self.mean is not None else teacher[ready].mean(0))
-        self.targets, self.ready = targets, np.flatnonzero(ready)
+        self.teacher, self.targets, self.ready = teacher, targets, np.flatnonzero(ready)
         order = np.resize(self.rng.permutation(self.ready), self.steps * self.batch_size)
         self.order = order
 
@@ -249,7 +249,8 @@ class _DistillBatches(keras.utils.PyDataset):
         return self.crops[idx], self.targets[idx]
 
     def on_epoch_end(self):
-        self._set(self.refresh() if self.refresh is not None else self.targets)
+        # re-centre the raw teacher embeddings (never the already centred targets)
+        self._set(self.refresh() if self.refresh is not None else self.teacher)
 
 
 def train_face_model(config: FaceTrainConfig, data: FaceData, train_idx: np.ndarray, out_dir,
