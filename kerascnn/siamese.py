@@ -31,6 +31,7 @@ import keras
 from keras import layers, ops
 
 from kerascnn.layers import GeneralizedMeanPooling2D
+from kerascnn.models.base import single_nested_model
 from kerascnn.losses import DISTANCES, ArcFaceHead, _check_choice, paired_distances
 
 POOLINGS = ("avg", "max", "gem")
@@ -282,10 +283,4 @@ def extract_tower(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: ``model`` has no nested model, or more than one.
     """
-    towers = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(towers) != 1:
-        raise ValueError(
-            f"expected exactly one nested embedding model in {model.name!r}, found {len(towers)}: "
-            f"{[t.name for t in towers]}"
-        )
-    return towers[0]
+    return single_nested_model(model, "embedding model")

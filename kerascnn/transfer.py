@@ -31,6 +31,7 @@ import keras
 from keras import layers
 
 from kerascnn.errors import UnknownModelError
+from kerascnn.models.base import single_nested_model
 
 
 # --- building -----------------------------------------------------------------------------------
@@ -138,13 +139,7 @@ def get_backbone(model: keras.Model) -> keras.Model:
     Raises:
         ValueError: the model has not exactly one nested model.
     """
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(nested) != 1:
-        raise ValueError(
-            f"expected a model from build_finetune_model with one nested backbone, "
-            f"{model.name!r} has {len(nested)} nested models"
-        )
-    return nested[0]
+    return single_nested_model(model, "backbone (a build_finetune_model model)")
 
 
 # --- freezing -----------------------------------------------------------------------------------

@@ -177,3 +177,22 @@ def build_model(
             input_shape=tuple(model.inputs[0].shape[1:]),
         )
     return model
+
+
+def single_nested_model(model: keras.Model, what: str) -> keras.Model:
+    """The one nested ``keras.Model`` of ``model`` (a tower, a backbone).
+
+    Args:
+        model: a functional model that wraps exactly one sub-model.
+        what: what the nested model is, for the error message.
+
+    Raises:
+        ValueError: ``model`` has no nested model, or more than one.
+    """
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ValueError(
+            f"expected exactly one nested {what} in {model.name!r}, found {len(nested)}: "
+            f"{[m.name for m in nested]}"
+        )
+    return nested[0]
