@@ -329,13 +329,20 @@ def _report_lines(report: dict, metric: str) -> list[str]:
             f"AUC {report['auc']:.4f}, EER {report['eer']:.4f}, {tar}"]
 
 
+def _cv_folds(fold_ids):
+    """The pairs' own folds (the LFW protocol); a single fold is split into 10 instead."""
+    import numpy as np
+
+    return fold_ids if len(np.unique(fold_ids)) >= 2 else 10
+
+
 def _cmd_calibrate(args) -> int:
     from kerascnn.face.model import DEFAULT_MODEL, save_calibration
     from kerascnn.face.verify import calibrate
 
     pairs, left, right, batch = _pair_embeddings(args)
     calibration = calibrate(left, right, pairs.same, metric=args.metric, target_far=args.target_far,
-                            folds=pairs.fold, roc_path=args.roc)
+                            folds=_cv_folds(pairs.fold), roc_path=args.roc)
     summary = _failure_summary(batch, pairs)
     calibration["source"] = (f"kerascnn calibrate on {args.pairs} ({len(pairs)} pairs; {summary['failure_to_detect']} "
                              f"images without a face, pairs {args.missing}ed)")
@@ -360,7 +367,8 @@ def _cmd_evaluate(args) -> int:
     pairs, left, right, batch = _pair_embeddings(args)
     kept = np.isfinite(left).all(1) & np.isfinite(right).all(1)
     scores = pair_scores(left[kept], right[kept], args.metric)
-    report = evaluate_pairs(scores, pairs.same[kept], folds=pairs.fold[kept], similarity=args.metric == "cosine")
+    report = evaluate_pairs(scores, pairs.same[kept], folds=_cv_folds(pairs.fold[kept]),
+                            similarity=args.metric == "cosine")
     if args.roc:
         plot_roc(report, args.roc)
     summary = _failure_summary(batch, pairs)

@@ -271,6 +271,9 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
              layer_name: str | None = None) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017): feature maps weighted by their mean gradient, ReLU.
 
+    The score explained is the class logit: when the model ends in a softmax ``Dense``, its
+    pre-activation is recomputed (a confident softmax's gradient vanishes).
+
     Args:
         model: a functional classifier.
         image: ``(h, w, c)`` preprocessed input.
@@ -282,11 +285,16 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
     """
     x = _batch(image)
     layer_name = layer_name or last_conv_layer_name(model)
-    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.outputs[0]])
+    last = model.layers[-1]
+    softmax_dense = isinstance(last, keras.layers.Dense) and getattr(last.activation, "__name__", "") == "softmax"
+    # explain the class logit, as the paper does: a confident softmax has vanishing gradients
+    head = last.input if softmax_dense else model.outputs[0]
+    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, head])
     with tf.GradientTape() as tape:
-        maps, predictions = probe(x, training=False)
-        index = _class_index(np.asarray(predictions), class_index)
-        score = predictions[:, index]
+        maps, features = probe(x, training=False)
+        scores = tf.matmul(features, last.kernel) + last.bias if softmax_dense else features
+        index = _class_index(np.asarray(scores), class_index)
+        score = scores[:, index]
     gradients = np.asarray(tape.gradient(score, maps))[0]
     maps = np.asarray(maps)[0]
     weights = gradients.mean(axis=(0, 1))
