@@ -191,15 +191,6 @@ def test_distillation_needs_a_teacher(tmp_path):
         trainer.train_face_model(config, data, np.arange(12), tmp_path, verbose=0)
 
 
-def test_pk_batches_hold_p_identities_of_k_images():
-    labels = np.repeat(np.arange(6), [1, 2, 3, 4, 5, 1])
-    batch = next(trainer._pk_batches(labels, p=3, k=4, seed=0))
-    counts = np.bincount(labels[batch], minlength=6)
-    assert sorted(counts[counts > 0]) == [4, 4, 4] and counts[0] == counts[5] == 0
-    with pytest.raises(DatasetError, match="at least 5 identities with 2 or more images, found 4"):
-        next(trainer._pk_batches(labels, p=5, k=2, seed=0))
-
-
 def test_holdout_split_removes_the_fold_people(lfw_pairs, lfw_dir):
     from kerascnn.data.lfw import read_pairs
 

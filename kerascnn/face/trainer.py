@@ -183,21 +183,11 @@ def _trainer(embedder: keras.Model, canvas: int, size: int, seed: int) -> keras.
     return keras.Model(inputs, embedder(build_augmenter(canvas, size, seed)(inputs)), name="face_trainer")
 
 
-def _pk_batches(labels: np.ndarray, p: int, k: int, seed: int):
-    """Endless P x K batches of indices: P identities with >= 2 images, K images each (drawn
-    with replacement when an identity has fewer than K)."""
-    rng = np.random.default_rng(seed)
-    by_label = {lab: np.flatnonzero(labels == lab) for lab in np.unique(labels)}
-    eligible = [lab for lab, idx in by_label.items() if len(idx) >= 2]
-    if len(eligible) < p:
-        raise DatasetError(f"P x K batches need at least {p} identities with 2 or more images, found {len(eligible)}")
-    while True:
-        chosen = rng.choice(eligible, p, replace=False)
-        yield np.concatenate([rng.choice(by_label[c], k, replace=len(by_label[c]) < k) for c in chosen])
-
-
 def _pk_dataset(crops, labels, p, k, seed):
-    for idx in _pk_batches(labels, p, k, seed):
+    """Endless P x K batches of (crops, labels) (:class:`kerascnn.data.pk.PKSampler`'s rule)."""
+    from kerascnn.data.pk import PKSampler
+
+    for idx in PKSampler(labels, p, k, seed=seed):
         yield crops[idx], labels[idx]
 
 
