@@ -7,9 +7,13 @@ hits both alike. A measurement is ``--steps`` calls of ``train_on_batch`` on a f
 table shows the median images/s over ``--repeats`` measurements and the ratio ours / theirs
 (target: at least 0.97; the layers are the same, so anything far from 1 is a real difference).
 
+``--control`` also times keras.applications against a second copy of itself (an A/A run) in the
+same way: its ratio and range show how far two identical models drift apart on this machine,
+which is the yardstick for reading the ours/theirs column.
+
 Usage:
     python3 scripts/bench_models.py [--size 128] [--batch 16] [--steps 3] [--repeats 5]
-                                    [--models resnet50,mobilenet_v2,densenet121] [--jit]
+                                    [--models resnet50,mobilenet_v2,densenet121] [--jit] [--control]
 
 Defaults are small enough for a 2-core CPU (a few minutes); on a GPU use e.g. ``--size 224
 --batch 64 --steps 20``.
@@ -57,13 +61,17 @@ def images_per_second(model: keras.Model, x: np.ndarray, y: np.ndarray, steps: i
     return steps * len(x) / (time.perf_counter() - start)
 
 
-def compare(name: str, args) -> tuple[float, float, float, float]:
-    """``(ours, theirs, ratio, spread)``: median images/s, their ratio, and the ratios' range."""
+def compare(name: str, args, control: bool = False) -> tuple[float, float, float, float]:
+    """``(ours, theirs, ratio, spread)``: median images/s, their ratio, and the ratios' range.
+
+    With ``control`` the first model is a second keras.applications copy instead of ours.
+    """
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (args.batch, args.size, args.size, 3)).astype("float32")
     y = rng.integers(0, args.classes, args.batch)
+    first = COUNTERPARTS[name] if control else (lambda **kw: create_model(name, **kw))
     pair = {
-        "ours": build(lambda **kw: create_model(name, **kw), args.size, args.classes, args.jit),
+        "ours": build(first, args.size, args.classes, args.jit),
         "theirs": build(COUNTERPARTS[name], args.size, args.classes, args.jit),
     }
     assert pair["ours"].count_params() == pair["theirs"].count_params(), name
@@ -89,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="measurements per model (median)")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--jit", action="store_true", help="compile with XLA (slower on CPU)")
+    parser.add_argument("--control", action="store_true",
+                        help="also time keras.applications against itself (the noise floor)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in COUNTERPARTS]
@@ -102,6 +112,9 @@ def main(argv=None) -> int:
         ours, theirs, ratio, spread = compare(name, args)
         flag = "" if ratio >= 0.97 else "  below 0.97"
         print(f"{name:<14}{ours:>10.1f}{theirs:>11.1f}{ratio:>13.3f}{spread:>13.3f}{flag}", flush=True)
+        if args.control:
+            a, b, ratio, spread = compare(name, args, control=True)
+            print(f"{'  A/A control':<14}{a:>10.1f}{b:>11.1f}{ratio:>13.3f}{spread:>13.3f}", flush=True)
     return 0
 
 
