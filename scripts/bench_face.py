@@ -8,10 +8,18 @@ templates (``--sizes``, default 10^4, 10^5, 10^6), one query and a batch of 1,00
 ``Gallery.search`` (one matrix product) against a bare NumPy ``q @ T.T`` + top-1 on the same
 matrix; and the gallery's faiss index with its recall@1, when faiss is installed.
 
+Reference for the whole enrollment: when dlib is installed (the ``teacher`` extra), the
+face_recognition recipe (dlib's HOG detector with one upsampling, 5-point landmarks, the ResNet
+descriptor) runs on the same photos in the same run, and the report gives kerascnn's end-to-end
+rate over dlib's. dlib uses one core; pass ``--threads 1`` to hold kerascnn (TensorFlow and
+OpenCV) to one core too, for a per-core comparison.
+
 Usage:
     python3 scripts/bench_face.py [--images ../shared/data/lfw/images] [--count 200] \\
         [--detector-model ../shared/models/face_detection_yunet_2026may.onnx] [--model M.keras] \\
-        [--sizes 10000 100000 1000000]
+        [--sizes 10000 100000 1000000] [--threads 1] [--dlib-count 40]
+
+``--sizes`` with no number skips identification; ``--skip-enrollment`` skips enrollment.
 
 Without ``--model`` the shipped face model is used, or, when it is missing, the same architecture
 with random weights (``build_face_embedder``: identical compute). ``KERASCNN_SMALL=1`` shrinks
@@ -57,6 +65,53 @@ def _model(path):
         return build_face_embedder(), "build_face_embedder() (random weights)"
 
 
+def bench_dlib(paths) -> dict | None:
+    """Images/s of dlib's face_recognition recipe on ``paths`` (``None`` without dlib).
+
+    Per image: read, HOG detection with one upsampling (face_recognition's default), the largest
+    face's 5 landmarks and chip, the 128-d descriptor; nothing is stored.
+    """
+    from kerascnn.data.folders import read_image
+    from kerascnn.distillation import DlibTeacher
+    from kerascnn.errors import TeacherUnavailableError
+
+    try:
+        teacher = DlibTeacher()
+        import dlib
+
+        detector = dlib.get_frontal_face_detector()
+        teacher.prepare(np.zeros((64, 64, 3), np.uint8), (8, 8, 48, 48))  # load the model files
+        teacher.describe(np.zeros((1, 150, 150, 3), np.uint8))
+    except (TeacherUnavailableError, ImportError) as exc:
+        print(f"note: dlib reference skipped: {exc}", file=sys.stderr)
+        return None
+    times = {"detect": 0.0, "landmarks_chip": 0.0, "descriptor": 0.0}
+    faces = 0
+    start = time.perf_counter()
+    for path in paths:
+        image = read_image(path)
+        t0 = time.perf_counter()
+        boxes = detector(image, 1)
+        t1 = time.perf_counter()
+        times["detect"] += t1 - t0
+        if not boxes:
+            continue
+        r = max(boxes, key=lambda b: b.width() * b.height())
+        chip = teacher.prepare(image, (r.left(), r.top(), r.width(), r.height()))
+        t2 = time.perf_counter()
+        teacher.describe(chip[None])
+        times["landmarks_chip"] += t2 - t1
+        times["descriptor"] += time.perf_counter() - t2
+        faces += 1
+    total = time.perf_counter() - start
+    return {
+        "images": len(paths),
+        "faces": faces,
+        "ms_per_image_by_stage": {k: round(1000 * v / len(paths), 1) for k, v in times.items()},
+        "images_per_s": round(len(paths) / total, 2),
+    }
+
+
 def bench_enrollment(args) -> dict:
     """Per-stage and end-to-end enrollment time on real images."""
     from kerascnn.data.folders import read_image, scan_folder
@@ -93,6 +148,7 @@ def bench_enrollment(args) -> dict:
         end_to_end_paths = paths[: max(8, len(paths) // 4)]
         with Gallery(os.path.join(tmp, "e2e.db"), identity) as gallery:
             _, t_e2e = _timed(lambda: gallery.enroll_images("bench", end_to_end_paths, pipeline, strict=False))
+    dlib = bench_dlib(end_to_end_paths[: args.dlib_count]) if args.dlib_count else None
     n, m = len(paths), len(crops)
     stages = {"read": t_read / n, "detect": t_detect / n, "align": t_align / max(m, 1), "embed": t_embed / max(m, 1),
               "store": t_store / max(m, 1)}
@@ -110,6 +166,10 @@ def bench_enrollment(args) -> dict:
         "embed_speedup_vs_predict": round(t_predict / t_embed, 2),
         "embeddings_equal_predict": bool(np.allclose(
             embeddings, model.predict(crops.astype(np.float32), verbose=0), atol=1e-4)),
+        "threads": args.threads or "all",
+        "dlib_reference": dlib or ("skipped (--dlib-count 0)" if not args.dlib_count
+                                   else "dlib not installed (pip install -e '.[teacher]'): skipped"),
+        "end_to_end_over_dlib": round(len(end_to_end_paths) / t_e2e / dlib["images_per_s"], 1) if dlib else None,
     }
 
 
@@ -139,7 +199,7 @@ def bench_identification(args) -> list[dict]:
             # probes: noisy copies of templates, so recall is measurable
             picked = rng.integers(0, n, 1000)
             queries = templates[picked] + 0.3 * rng.standard_normal((1000, 128), dtype=np.float32) / np.sqrt(128)
-            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
             row = {"templates": n, "identities": n // args.per_identity, "build_s": round(t_build, 1)}
             with Gallery(path, None, create=False) as gallery:
                 gallery.search(queries[:1])  # load the matrix once
@@ -170,6 +230,16 @@ def bench_identification(args) -> list[dict]:
     return rows
 
 
+def _limit_threads(n: int) -> None:
+    """Hold TensorFlow (before its first op) and OpenCV to ``n`` threads."""
+    import cv2
+    import tensorflow as tf
+
+    cv2.setNumThreads(n)
+    tf.config.threading.set_intra_op_parallelism_threads(n)
+    tf.config.threading.set_inter_op_parallelism_threads(n)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default="../shared/data/lfw/images", help="identity/image folder of photos")
@@ -177,10 +247,15 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="embedding model .keras (default: the shipped face model)")
     parser.add_argument("--detector-model", default=os.environ.get("KERASCNN_DETECTOR_MODEL"),
                         help="YuNet .onnx (default: Haar cascades)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000] if SMALL else [10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000] if SMALL else [10_000, 100_000, 1_000_000])
     parser.add_argument("--per-identity", type=int, default=10, help="templates per identity in the galleries")
     parser.add_argument("--skip-enrollment", action="store_true")
+    parser.add_argument("--threads", type=int, help="CPU threads for TensorFlow and OpenCV (default: all)")
+    parser.add_argument("--dlib-count", type=int, default=4 if SMALL else 40,
+                        help="photos for the dlib reference (0: skip it)")
     args = parser.parse_args(argv)
+    if args.threads:
+        _limit_threads(args.threads)
     report = {}
     if not args.skip_enrollment:
         report["enrollment"] = bench_enrollment(args)

@@ -831,41 +831,47 @@ class _SearchCache:
         self.owner = np.repeat(np.arange(len(starts)), np.diff(np.append(self.starts, len(template_names))))
         self._faiss = None
 
-    def _per_identity(self, scores: np.ndarray) -> np.ndarray:
-        if len(self.starts) == self.matrix.shape[0]:
-            return scores
-        return np.maximum.reduceat(scores, self.starts, axis=1)
+    @property
+    def most_templates(self) -> int:
+        """The largest number of templates of one identity."""
+        return int(np.max(np.diff(np.append(self.starts, self.matrix.shape[0]))))
 
     def search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        step = max(1, _SEARCH_CHUNK // max(1, self.matrix.shape[0]))
+        """Exact top-``k`` identities: one matrix product, then the best ``k x most_templates``
+        templates of each query, of which the first ``k`` distinct owners are the answer (an
+        identity's rank is its best template's; no identity has more templates than that)."""
+        n = self.matrix.shape[0]
+        want = min(n, k * self.most_templates)
+        step = max(1, _SEARCH_CHUNK // max(1, n))
         top_names, top_scores = [], []
         for i in range(0, len(queries), step):
-            scores = self._per_identity(queries[i:i + step] @ self.matrix.T)
-            idx = _top_k(scores, k)
-            top_names.append(self.names[idx])
-            top_scores.append(np.take_along_axis(scores, idx, axis=1))
-        return np.concatenate(top_names), np.concatenate(top_scores).astype(np.float32)
+            scores = queries[i:i + step] @ self.matrix.T
+            idx = _top_k(scores, want)
+            names, best = self._first_owners(idx, np.take_along_axis(scores, idx, axis=1), k)
+            top_names.append(names)
+            top_scores.append(best)
+        return np.concatenate(top_names), np.concatenate(top_scores)
 
     def search_faiss(self, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         index = self._faiss_index(nprobe)
-        # ask for enough templates to see k distinct identities in the common case
-        per_identity = int(np.max(np.diff(np.append(self.starts, self.matrix.shape[0]))))
-        want = min(self.matrix.shape[0], k * per_identity)
+        # enough templates to see k distinct identities whenever the index finds them
+        want = min(self.matrix.shape[0], k * self.most_templates)
         scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), want)
-        names = np.empty((len(queries), k), dtype=object)
-        best = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        for q in range(len(queries)):
-            seen: list[int] = []
-            for score, template in zip(scores[q], ids[q]):
-                if template < 0:
-                    break
-                owner = int(self.owner[template])
-                if owner not in seen:
-                    best[q, len(seen)] = score
-                    seen.append(owner)
-                    if len(seen) == k:
-                        break
-            names[q, :len(seen)] = self.names[seen]
+        return self._first_owners(ids, scores, k)
+
+    def _first_owners(self, templates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of template indices sorted best first (``-1``: none), the first ``k`` owners."""
+        if len(self.starts) == self.matrix.shape[0] and (templates[:, :k] >= 0).all():  # one template each
+            return self.names[np.maximum(templates[:, :k], 0)], scores[:, :k].astype(np.float32)
+        names = np.empty((len(templates), k), dtype=object)
+        best = np.full((len(templates), k), -np.inf, dtype=np.float32)
+        for q in range(len(templates)):
+            valid = templates[q] >= 0
+            owners = self.owner[templates[q][valid]]
+            _, first = np.unique(owners, return_index=True)
+            first = np.sort(first)[:k]
+            names[q, :len(first)] = self.names[owners[first]]
+            best[q, :len(first)] = scores[q][valid][first]
         return names, best
 
     def _faiss_index(self, nprobe: int):
@@ -976,8 +982,9 @@ def _source_digests(sources: Sequence | None, n: int) -> list[str | None]:
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the ``k`` largest scores of each row, best first."""
-    if k < scores.shape[1]:
-        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    n = scores.shape[1]
+    if k < n:
+        idx = np.argpartition(scores, n - k, axis=1)[:, n - k:]
     else:
         idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")
