@@ -46,8 +46,14 @@ def test_shipped_card_describes_the_model(shipped):
     calibration = fm.load_calibration()
     assert calibration["metric"] == "cosine"
     assert -1.0 < calibration["threshold"] < calibration["threshold_far_1e-3"] < 1.0
+    # the 600 held-out pairs are a coarse measure (folds range 78-98%); every pair of the held-out
+    # people's images (17k genuine, 1.1M impostor) is the one that separates models
     student = card["accuracy"]["student"]
-    assert student["accuracy"] >= 0.9 and 0.0 < student["tar_at_far"]["0.01"] <= 1.0
+    assert student["accuracy"] >= 0.85 and 0.0 < student["tar_at_far"]["0.01"] <= 1.0
+    every = card["accuracy"]["all_pairs"]
+    assert every["genuine_pairs"] > 10_000 and every["impostor_pairs"] > 1_000_000
+    assert every["auc"] >= 0.97 and every["balanced_accuracy_at_threshold"] >= 0.9
+    assert every["threshold"] == calibration["threshold"]
     assert card["data"]["training_images"] < card["data"]["images"]  # the held-out fold is not trained on
 
 

@@ -524,6 +524,14 @@ def card_markdown(card: dict) -> str:
                 lines.append(
                     f"| {name} | {100 * rep['accuracy']:.2f}% +- {100 * rep['accuracy_std']:.2f} | {rep['auc']:.4f} | "
                     f"{100 * rep['eer']:.2f}% | {rep['tar_at_far']['0.01']:.3f} | {rep['tar_at_far']['0.001']:.3f} |")
+        every = card["accuracy"].get("all_pairs")
+        if every:
+            lines += ["", f"Every pair of the {every['images']} images of the held-out people "
+                      f"({every['genuine_pairs']} genuine, {every['impostor_pairs']} impostor pairs), through the "
+                      f"whole pipeline: AUC {every['auc']:.4f}, EER {100 * every['eer']:.2f}%, TAR "
+                      f"{every['tar_at_far']['0.01']:.3f} at FAR 1e-2 and {every['tar_at_far']['0.001']:.3f} at "
+                      f"FAR 1e-3; at the calibrated threshold TAR {every['tar_at_threshold']:.3f}, FAR "
+                      f"{every['far_at_threshold']:.3f} (`{every['command']}`)."]
     if "calibration" in card:
         cal = card["calibration"]
         lines += ["", "## Calibration", "",
