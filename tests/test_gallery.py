@@ -543,3 +543,43 @@ def test_enroll_folder_model_mismatch_before_any_work(tmp_path, rng):
         with pytest.raises(GalleryModelMismatchError):
             g.enroll_folder(folder, pipeline, progress=False)
         assert pipeline.calls == [] and g.identities() == []
+
+
+class _RacingConnection:
+    """A sqlite3 connection whose first ``fails`` journal-mode switches fail at once, the way
+    SQLite answers a switch racing another connection (no busy wait)."""
+
+    def __init__(self, conn, fails):
+        self._conn, self.fails, self.tries = conn, fails, 0
+
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA journal_mode"):
+            self.tries += 1
+            if self.tries <= self.fails:
+                raise sqlite3.OperationalError("database is locked")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("fails", [3, 10_000])
+def test_journal_mode_switch_racing_another_process_is_retried(tmp_path, monkeypatch, fails):
+    import kerascnn.face.gallery as module
+
+    connections = []
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        connections.append(_RacingConnection(real_connect(*args, **kwargs), fails))
+        return connections[-1]
+
+    monkeypatch.setattr(module.sqlite3, "connect", connect)
+    if fails == 3:  # a passing race: retried until the switch succeeds
+        with Gallery(tmp_path / "g.db", IDENTITY, timeout=5) as g:
+            g.enroll("alice", np.ones((1, DIM), np.float32))
+        assert connections[0].tries == 4
+    else:  # a lock that never goes: the timeout, then the usual message
+        with pytest.raises(GalleryLockedError, match=r"g\.db is locked by another process \(waited 0.2 s\)"):
+            Gallery(tmp_path / "g.db", IDENTITY, timeout=0.2)
+        assert connections[0].tries > 3

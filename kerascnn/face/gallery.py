@@ -39,10 +39,11 @@ import sqlite3
 import stat
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -247,7 +248,7 @@ class Gallery:
         with self._sqlite_errors():
             tables = self._tables()
             if not self.read_only and (_TABLES <= tables or (not tables and create)):
-                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._retry_busy(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
                 if mode.lower() != "wal":
                     raise GalleryLockedError(f"gallery {self.path}: cannot switch to the WAL journal (got {mode})")
                 self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -276,6 +277,23 @@ class Gallery:
             raise GalleryCorruptError(
                 f"gallery {self.path} has format version {version}, this kerascnn reads version {FORMAT_VERSION}"
             )
+
+    def _retry_busy(self, statement: Callable[[], Any]) -> Any:
+        """``statement()``, retried until the timeout while SQLite reports the file busy.
+
+        SQLite answers a journal-mode switch that races another connection with an immediate
+        "database is locked" instead of waiting (its busy handler would risk a deadlock there);
+        nothing is held between tries, so waiting here is safe.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return statement()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _tables(self) -> set[str]:
         rows = self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
