@@ -11,14 +11,18 @@ the thresholds on the held-out people, and write ``face_model.keras`` + ``face_m
 Example (the shipped model)::
 
     python scripts/train_face_model.py --data ../shared/data/lfw/images --data ../shared/data/orl \\
-        --pairs ../shared/data/lfw/pairs.txt --holdout-fold 7 --out runs/face_model
+        --pairs ../shared/data/lfw/pairs.txt --holdout-fold 7 --input-size 64 --canvas 80 \\
+        --epochs 14 --batch-size 64 --lr 2e-3 --out runs/face_model
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from kerascnn.face.trainer import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kerascnn.face.trainer import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -244,7 +244,7 @@ def _recrop(paths, landmarks, size: int, canvas: int, progress: bool) -> np.ndar
     for i, (path, marks) in enumerate(zip(paths, landmarks)):
         if np.all(np.isfinite(marks)):
             crops[i] = _crop(read_image(path, channels=3), marks, size, canvas)
-        if progress and (i + 1) % CHUNK == 0 or i + 1 == len(paths):
+        if progress and ((i + 1) % CHUNK == 0 or i + 1 == len(paths)):
             bar.update(CHUNK if (i + 1) % CHUNK == 0 else (i + 1) % CHUNK)
     return crops
 

@@ -880,7 +880,7 @@ class _SearchCache:
     def _first_owners(self, templates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Per row of template indices sorted best first (``-1``: none), the first ``k`` owners."""
         if len(self.starts) == self.matrix.shape[0] and (templates[:, :k] >= 0).all():  # one template each
-            return self.names[np.maximum(templates[:, :k], 0)], scores[:, :k].astype(np.float32)
+            return self.names[templates[:, :k]], scores[:, :k].astype(np.float32)
         names = np.empty((len(templates), k), dtype=object)
         best = np.full((len(templates), k), -np.inf, dtype=np.float32)
         for q in range(len(templates)):
@@ -1004,7 +1004,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if k < n:
         idx = np.argpartition(scores, n - k, axis=1)[:, n - k:]
     else:
-        idx = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+        idx = np.broadcast_to(np.arange(n), scores.shape)
     order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")
     return np.take_along_axis(idx, order, axis=1)
 

@@ -228,8 +228,7 @@ class _DistillBatches(keras.utils.PyDataset):
             raise DatasetError("no training image has a teacher embedding yet")
         targets, self.mean = centred_targets(np.where(ready[:, None], teacher, 0.0), self.mean if self.mean is not None else teacher[ready].mean(0))
         self.teacher, self.targets, self.ready = teacher, targets, np.flatnonzero(ready)
-        order = np.resize(self.rng.permutation(self.ready), self.steps * self.batch_size)
-        self.order = order
+        self.order = np.resize(self.rng.permutation(self.ready), self.steps * self.batch_size)
 
     def __len__(self):
         return self.steps
