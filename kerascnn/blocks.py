@@ -19,7 +19,11 @@ from typing import Sequence
 import keras
 from keras import layers
 
+from kerascnn.layers import Affine, ZeroPadAdd
+
 BN_EPSILON = 1.001e-5  # keras.applications' ResNet/DenseNet value
+NORMS = ("batch", "affine")
+SHORTCUTS = (None, "identity", "projection", "pool_pad")
 
 
 def conv_bn_act(
@@ -32,6 +36,7 @@ def conv_bn_act(
     groups: int = 1,
     use_bias: bool | None = None,
     batch_norm: bool = True,
+    norm: str = "batch",
     bn_scale: bool = True,
     bn_epsilon: float = BN_EPSILON,
     bn_momentum: float = 0.99,
@@ -41,7 +46,7 @@ def conv_bn_act(
 ):
     """Convolution, then optional batch normalisation, then optional activation.
 
-    Layer names: ``{name}_conv``, ``{name}_bn``, ``{name}_{activation}``.
+    Layer names: ``{name}_conv``, ``{name}_bn`` (or ``{name}_affine``), ``{name}_{activation}``.
 
     Args:
         x: input tensor ``(batch, height, width, channels)``.
@@ -52,7 +57,10 @@ def conv_bn_act(
         dilation_rate: dilation (atrous convolution).
         groups: grouped convolution (``channels`` and ``filters`` divisible by it).
         use_bias: add a bias; by default only when there is no batch norm after the conv.
-        batch_norm: add ``BatchNormalization``.
+        batch_norm: add a normalisation layer after the conv.
+        norm: which one: ``"batch"`` (``BatchNormalization``) or ``"affine"``
+            (:class:`kerascnn.layers.Affine`, a per-channel scale and shift: batch norm folded for
+            inference, as dlib's networks ship).
         bn_scale: learn the BN scale (gamma); InceptionV3 turns it off before ReLU.
         bn_epsilon: BN epsilon.
         bn_momentum: BN momentum.
@@ -63,6 +71,8 @@ def conv_bn_act(
     Returns:
         The output tensor.
     """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if use_bias is None:
         use_bias = not batch_norm
     x = layers.Conv2D(
@@ -76,7 +86,9 @@ def conv_bn_act(
         kernel_initializer=kernel_initializer,
         name=f"{name}_conv",
     )(x)
-    if batch_norm:
+    if batch_norm and norm == "affine":
+        x = Affine(name=f"{name}_affine")(x)
+    elif batch_norm:
         x = layers.BatchNormalization(
             axis=-1, epsilon=bn_epsilon, momentum=bn_momentum, scale=bn_scale, name=f"{name}_bn"
         )(x)
@@ -122,8 +134,11 @@ def _bn_act(x, name: str, activation: str = "relu", bn_epsilon: float = BN_EPSIL
     return _activation(x, activation, name)
 
 
-def _pad_conv_bn_act(x, filters, kernel_size, strides, explicit_pad, name, **kwargs):
-    """A ``kernel_size`` conv with symmetric zero padding (``{name}_pad``) or ``same`` padding."""
+def _pad_conv_bn_act(x, filters, kernel_size, strides, explicit_pad, name, strided_padding="symmetric", **kwargs):
+    """A ``kernel_size`` conv with symmetric zero padding (``{name}_pad``) or ``same`` padding;
+    a strided one without any padding when ``strided_padding="valid"``."""
+    if strides != 1 and strided_padding == "valid":
+        return conv_bn_act(x, filters, kernel_size, strides, padding="valid", name=name, **kwargs)
     if explicit_pad:
         pad = kernel_size // 2
         x = layers.ZeroPadding2D(((pad, pad), (pad, pad)), name=f"{name}_pad")(x)
@@ -141,6 +156,8 @@ def residual_block(
     expansion: int | None = None,
     use_bias: bool | None = None,
     se_ratio: float | None = None,
+    norm: str = "batch",
+    strided_padding: str = "symmetric",
     name: str = "block",
 ):
     """A residual block (He et al. 2015) in the original or the pre-activation order (2016).
@@ -157,35 +174,49 @@ def residual_block(
     original order) when the channels change, or the stride does in the original order; with
     ``preact=True`` a stride alone subsamples the identity (1x1 max pool), as keras ResNetV2 does.
     ``shortcut="projection"`` / ``"identity"`` forces either (identity needs equal channels).
+    ``shortcut="pool_pad"`` is the parameter-free "option A" of He et al. (2015) as dlib's face
+    recognition network has it: the shortcut is the ``strides`` x ``strides`` average pool of
+    the block input, and the sum (:class:`kerascnn.layers.ZeroPadAdd`) pads the shortcut's
+    missing channels, and either side's missing rows and columns, with zeros.
+
+    ``strided_padding`` says how a strided conv is padded: ``"symmetric"`` (``kernel // 2`` zeros
+    on every side, as PyTorch and keras ResNetV2) or ``"valid"`` (none: dlib, where the output
+    of a 3x3/2 conv on 8x8 is 3x3, not 4x4).
 
     Layer names (keras.applications' ResNet/ResNetV2, so their weights port by name):
     ``{name}_preact_bn``, ``{name}_0_conv``/``{name}_0_bn`` (projection), ``{name}_1_conv``,
     ``{name}_1_bn``, ``{name}_1_relu``, ``{name}_2_...``, ``{name}_3_...`` (bottleneck),
-    ``{name}_se_*`` (squeeze-and-excitation), ``{name}_add`` and ``{name}_out``.
+    ``{name}_se_*`` (squeeze-and-excitation), ``{name}_0_pool`` (pooled shortcut), ``{name}_add``
+    and ``{name}_out``; with ``norm="affine"``, ``{name}_1_affine``... in place of ``_bn``.
 
     Args:
         x: input tensor.
         filters: width of the block (bottleneck: of its inner convs).
         kind: ``"basic"`` or ``"bottleneck"``.
         strides: stride of the block (2 halves the grid).
-        shortcut: ``None`` (automatic), ``"identity"`` or ``"projection"``.
+        shortcut: ``None`` (automatic), ``"identity"``, ``"projection"`` or ``"pool_pad"``.
         preact: pre-activation (ResNetV2) order.
         expansion: output channels / ``filters``; default 1 for basic, 4 for bottleneck.
         use_bias: biases on the convs; ``None``: only on convs no BN follows (ResNetV2);
             ``True``: on every conv (keras.applications ResNet v1 keeps them).
         se_ratio: add squeeze-and-excitation on the residual with this ratio (SE-ResNet).
+        norm: ``"batch"`` (``BatchNormalization``) or ``"affine"`` (:class:`kerascnn.layers.Affine`).
+        strided_padding: ``"symmetric"`` or ``"valid"``, the padding of strided convs.
         name: prefix of the layer names.
 
     Returns:
         The output tensor, ``expansion * filters`` channels.
 
     Raises:
-        ValueError: unknown ``kind`` or ``shortcut``, or an identity shortcut that cannot fit.
+        ValueError: unknown ``kind``, ``shortcut``, ``norm`` or ``strided_padding``, or a
+            shortcut that cannot fit.
     """
     if kind not in ("basic", "bottleneck"):
         raise ValueError(f"residual_block kind must be 'basic' or 'bottleneck', got {kind!r}")
-    if shortcut not in (None, "identity", "projection"):
-        raise ValueError(f"residual_block shortcut must be None, 'identity' or 'projection', got {shortcut!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"residual_block shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    if strided_padding not in ("symmetric", "valid"):
+        raise ValueError(f"residual_block strided_padding must be 'symmetric' or 'valid', got {strided_padding!r}")
     if expansion is None:
         expansion = 4 if kind == "bottleneck" else 1
     channels_in, channels_out = x.shape[-1], expansion * filters
@@ -197,7 +228,12 @@ def residual_block(
             f"{name}: an identity shortcut needs as many input as output channels, got "
             f"{channels_in} in and {channels_out} out"
         )
-    conv = {"use_bias": use_bias}
+    if shortcut == "pool_pad" and channels_in > channels_out:
+        raise ValueError(
+            f"{name}: a pool_pad shortcut pads channels with zeros and cannot drop any, got "
+            f"{channels_in} in and {channels_out} out"
+        )
+    conv = {"use_bias": use_bias, "norm": norm}
     inputs = x
     if preact:
         x = _bn_act(x, f"{name}_preact")
@@ -205,6 +241,8 @@ def residual_block(
         short = conv_bn_act(
             x, channels_out, 1, strides, batch_norm=not preact, activation=None, name=f"{name}_0", **conv
         )
+    elif shortcut == "pool_pad" and strides != 1:
+        short = layers.AveragePooling2D(strides, strides=strides, name=f"{name}_0_pool")(inputs)
     elif strides != 1:
         short = layers.MaxPooling2D(1, strides=strides, name=f"{name}_0_pool")(inputs)
     else:
@@ -212,18 +250,20 @@ def residual_block(
     if kind == "bottleneck":
         stride_1x1, stride_3x3 = (1, strides) if preact else (strides, 1)
         x = conv_bn_act(x, filters, 1, stride_1x1, name=f"{name}_1", **conv)
-        x = _pad_conv_bn_act(x, filters, 3, stride_3x3, preact or stride_3x3 != 1, f"{name}_2", **conv)
+        x = _pad_conv_bn_act(x, filters, 3, stride_3x3, preact or stride_3x3 != 1, f"{name}_2",
+                             strided_padding, **conv)
         last = f"{name}_3"
     else:
-        x = _pad_conv_bn_act(x, filters, 3, strides, preact or strides != 1, f"{name}_1", **conv)
+        x = _pad_conv_bn_act(x, filters, 3, strides, preact or strides != 1, f"{name}_1", strided_padding, **conv)
         last = f"{name}_2"
     x = conv_bn_act(x, channels_out, 1 if kind == "bottleneck" else 3, batch_norm=not preact,
                     activation=None, name=last, **conv)
     if se_ratio:
         x = squeeze_excite(x, se_ratio, name=f"{name}_se")
+    add = ZeroPadAdd if shortcut == "pool_pad" else layers.Add
     if preact:
-        return layers.Add(name=f"{name}_out")([short, x])
-    x = layers.Add(name=f"{name}_add")([short, x])
+        return add(name=f"{name}_out")([short, x])
+    x = add(name=f"{name}_add")([short, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 

@@ -30,6 +30,10 @@ class WeightsMismatchError(KerasCNNError, ValueError):
 
 
 # --- data and training ----------------------------------------------------------------------
+class DlibFormatError(KerasCNNError, ValueError):
+    """A file that is not a dlib network this reader knows, or is truncated (the message gives the byte)."""
+
+
 class ImageReadError(KerasCNNError, OSError):
     """A file that cannot be read as an image; the message names the file."""
 

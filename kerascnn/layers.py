@@ -89,3 +89,73 @@ class GeneralizedMeanPooling2D(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "p": self.p, "trainable_p": self.trainable_p, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class Affine(layers.Layer):
+    """A learned per-channel scale and shift, ``y = gamma * x + beta`` (channels last).
+
+    What batch normalisation becomes at inference once its statistics are folded in: dlib's
+    ``affine_`` layer, which its trained networks use in place of ``bn_con``. Two weights per
+    channel (``gamma``, ``beta``); initialised to the identity.
+
+    Args:
+        gamma_initializer: initializer of the scale.
+        beta_initializer: initializer of the shift.
+    """
+
+    def __init__(self, gamma_initializer="ones", beta_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer=self.gamma_initializer, name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer=self.beta_initializer, name="beta")
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.gamma, inputs.dtype) + ops.cast(self.beta, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+            "beta_initializer": keras.initializers.serialize(self.beta_initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class ZeroPadAdd(layers.Layer):
+    """Sum of tensors of different sizes: each is zero-padded to the largest size, then added.
+
+    dlib's ``add_prev`` layer: the output takes the larger of each dimension (height, width,
+    channels) and every input is aligned at the top-left corner and first channel, the missing
+    entries counting as zeros. With equal shapes it is ``keras.layers.Add``. It is what the
+    "option A" shortcut of He et al. (2015) needs (extra channels of zeros) and what dlib's
+    residual networks do when a strided convolution and the average pool of the shortcut give
+    grids of different sizes (``3x3`` + ``4x4`` -> ``4x4``).
+    """
+
+    def call(self, inputs):
+        shapes = [ops.shape(x) for x in inputs]
+        rank = len(inputs[0].shape)
+        target = [shapes[0][axis] for axis in range(rank)]
+        for shape in shapes[1:]:
+            target = [ops.maximum(t, s) for t, s in zip(target, shape)]
+        total = None
+        for x, shape in zip(inputs, shapes):
+            pads = [[0, 0]] + [[0, target[axis] - shape[axis]] for axis in range(1, rank)]
+            x = ops.pad(x, pads)
+            total = x if total is None else total + x
+        return total
+
+    def compute_output_shape(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        out = []
+        for dims in zip(*shapes):
+            out.append(None if any(d is None for d in dims) else max(dims))
+        return tuple(out)
