@@ -115,6 +115,10 @@ class FaceModelError(KerasCNNError, OSError):
     """A face model or model card that is missing, unreadable or malformed; names the file."""
 
 
+class UnknownFaceModelError(FaceModelError):
+    """A face model name that is not shipped (the message lists the shipped ones)."""
+
+
 class UnknownAugmentationError(KerasCNNError, ValueError):
     """An augmentation preset or layer name that kerascnn does not know (lists the names)."""
 

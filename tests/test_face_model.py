@@ -1,4 +1,5 @@
-"""The shipped face model, its card and calibration, the embedder architecture, the trainer."""
+"""The small shipped face model (`load_face_model("small")`), its card and calibration, the embedder
+architecture, the trainer. The default (dlib) model is tested in test_dlib_resnet.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kerascnn.face.facedata import FaceData
 # --- the shipped model ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shipped():
-    return fm.load_face_model()
+    return fm.load_face_model("small")
 
 
 def test_shipped_model_maps_images_to_unit_128d_vectors(shipped):
@@ -38,12 +39,12 @@ def test_shipped_model_round_trips_in_safe_mode(shipped, tmp_path):
 
 
 def test_shipped_card_describes_the_model(shipped):
-    card = fm.load_face_model_card()
+    card = fm.load_face_model_card("small")
     assert card["input"]["size"] == list(shipped.input_shape[1:])
     assert card["output"]["embedding_dim"] == shipped.output_shape[-1]
     assert card["parameters"] == shipped.count_params()
-    assert fm.DEFAULT_MODEL.stat().st_size < 20e6
-    calibration = fm.load_calibration()
+    assert fm.FACE_MODELS["small"].stat().st_size < 20e6
+    calibration = fm.load_calibration("small")
     assert calibration["metric"] == "cosine"
     assert -1.0 < calibration["threshold"] < calibration["threshold_far_1e-3"] < 1.0
     # the 600 held-out pairs are a coarse measure (folds range 78-98%); every pair of the held-out
@@ -77,7 +78,7 @@ def test_shipped_model_verifies_held_out_lfw_pairs(shipped, lfw_pairs, lfw_dir, 
     left = np.stack([crop(pairs.left[i]) for i in chosen]).astype("float32")
     right = np.stack([crop(pairs.right[i]) for i in chosen]).astype("float32")
     similarity = np.sum(np.asarray(shipped(left)) * np.asarray(shipped(right)), axis=1)
-    decided = similarity >= fm.load_calibration()["threshold"]
+    decided = similarity >= fm.load_calibration("small")["threshold"]
     accuracy = np.mean(decided == pairs.same[chosen])
     assert accuracy >= 0.8, f"accuracy {accuracy} on 40 held-out pairs"
 

@@ -1,12 +1,17 @@
 """Face alignment: landmarks to a similarity transform onto a canonical crop.
 
-The canonical crop is the widely used 5-point template of ArcFace/InsightFace at 112x112
-(eyes, nose tip, mouth corners), scaled to the requested size. Training (the default face
-model) and inference (enroll, verify, evaluate) both go through :func:`align_face`, so the
-embedder sees faces placed exactly as it learned them.
+Each face model expects faces placed where it learned them: an :class:`AlignmentTemplate`
+says where a detector's five landmarks, or its two eye centres, or the five mean landmark
+positions of its box, go in the model's crop. The default is the widely used 5-point template
+of ArcFace/InsightFace at 112x112 (eyes, nose tip, mouth corners), which the small face model
+was trained on; a model's card can carry its own (the dlib model's was fitted on dlib's own
+chips, see ``scripts/fit_dlib_alignment.py``). Training and inference both go through
+:func:`align_face`, so the embedder sees faces placed exactly as it learned them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -28,6 +33,59 @@ TEMPLATE_112 = np.array(
 def template(size: int = 112) -> np.ndarray:
     """The 5-point template scaled to a ``size`` x ``size`` crop."""
     return TEMPLATE_112 * (size / 112.0)
+
+
+@dataclass(frozen=True)
+class AlignmentTemplate:
+    """Where a face's reference points go in a model's square crop.
+
+    Attributes:
+        size: the crop side the points are given for (they scale with the crop).
+        landmarks: ``(5, 2)`` destinations of a detector's five landmarks (image-left eye,
+            image-right eye, nose tip, mouth corners: YuNet's points).
+        eyes: ``(2, 2)`` destinations of two eye centres (Haar's eye cascade), image-left first.
+        box: ``(5, 2)`` destinations of :func:`kerascnn.face.detect.box_landmarks` of a face box,
+            for detections with neither.
+        source: how the points were measured.
+    """
+
+    size: int
+    landmarks: np.ndarray
+    eyes: np.ndarray
+    box: np.ndarray
+    source: str = ""
+
+    def points(self, kind: str, size: int) -> np.ndarray:
+        """The destinations of ``kind`` (``"landmarks"``, ``"eyes"`` or ``"box"``) in a ``size`` crop."""
+        return np.asarray(getattr(self, kind), np.float32) * (size / float(self.size))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (the ``alignment`` entry of a model card)."""
+        rounded = lambda a: np.round(np.asarray(a, np.float64), 4).tolist()  # noqa: E731
+        return {"size": int(self.size), "landmarks": rounded(self.landmarks), "eyes": rounded(self.eyes),
+                "box": rounded(self.box), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AlignmentTemplate":
+        """The template of a card's ``alignment`` entry.
+
+        Raises:
+            ValueError: a missing key or points of the wrong shape.
+        """
+        try:
+            size = int(data["size"])
+            arrays = {k: np.asarray(data[k], np.float32) for k in ("landmarks", "eyes", "box")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"an alignment needs size, landmarks, eyes and box: {exc}") from exc
+        expected = {"landmarks": (5, 2), "eyes": (2, 2), "box": (5, 2)}
+        for key, shape in expected.items():
+            if arrays[key].shape != shape or not np.all(np.isfinite(arrays[key])):
+                raise ValueError(f"alignment {key} must be {shape} finite points, got shape {arrays[key].shape}")
+        return cls(size, arrays["landmarks"], arrays["eyes"], arrays["box"], str(data.get("source", "")))
+
+
+DEFAULT_TEMPLATE = AlignmentTemplate(112, TEMPLATE_112, TEMPLATE_112[:2], TEMPLATE_112,
+                                     "InsightFace's 5-point template (eyes, nose tip, mouth corners)")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -62,25 +120,46 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112, dst: np.ndarray | None = None) -> np.ndarray:
     """Warp a face onto the canonical crop.
+
+    A face shrunk by more than 2x is first reduced with area averaging (as dlib samples its chips
+    through an image pyramid), so a large photo gives the same crop as a small one, not an
+    aliased one.
 
     Args:
         image: ``uint8`` image ``(h, w, c)``.
         landmarks: ``(5, 2)`` points in template order (see :data:`TEMPLATE_112`), or ``(2, 2)``
             eye centres (image-left eye first).
         size: side of the square output crop.
+        dst: where the points go in the crop (as many as ``landmarks``); default the
+            InsightFace template scaled to ``size``.
 
     Returns:
         The aligned ``(size, size, c)`` crop.
     """
     landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 2)
-    dst = template(size)
-    if len(landmarks) == 2:
-        dst = dst[:2]
-    elif len(landmarks) != 5:
-        raise ValueError(f"landmarks must be 5 points or 2 eye centres, got {len(landmarks)} points")
+    if dst is None:
+        dst = template(size)
+        if len(landmarks) == 2:
+            dst = dst[:2]
+        elif len(landmarks) != 5:
+            raise ValueError(f"landmarks must be 5 points or 2 eye centres, got {len(landmarks)} points")
+    dst = np.asarray(dst, np.float32).reshape(-1, 2)
+    if len(dst) != len(landmarks):
+        raise ValueError(f"{len(landmarks)} landmarks cannot go to {len(dst)} template points")
     matrix = similarity_transform(landmarks, dst)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < 0.5:
+        factor = 2.0 * scale
+        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        if small.ndim == 2 and image.ndim == 3:
+            small = small[:, :, None]
+        # the resize maps x to (x + 0.5) * factor - 0.5; undo that, then apply the warp
+        shift = 0.5 * (1.0 / factor - 1.0)
+        inverse = np.array([[1.0 / factor, 0.0, shift], [0.0, 1.0 / factor, shift], [0.0, 0.0, 1.0]])
+        matrix = (np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]]) @ inverse)[:2].astype(np.float32)
+        image = small
     crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     if crop.ndim == 2:
         crop = crop[:, :, None]

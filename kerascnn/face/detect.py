@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from kerascnn.errors import DetectorError, ImageReadError, MultipleFacesError, NoFaceError
-from kerascnn.face.align import align_face
+from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate, align_face
 
 SELECTIONS = ("largest", "central", "all")
 ALIGNMENTS = ("landmarks", "eyes", "box")
@@ -365,7 +365,8 @@ def box_landmarks(box: Sequence[float]) -> np.ndarray:
     return BOX_LANDMARKS * np.array([w, h], np.float32) + np.array([x, y], np.float32)
 
 
-def align_detection(image: np.ndarray, detection: Detection, size: int = 112) -> tuple[np.ndarray, str]:
+def align_detection(image: np.ndarray, detection: Detection, size: int = 112,
+                    template: AlignmentTemplate | None = None) -> tuple[np.ndarray, str]:
     """Warp one detected face onto the canonical ``size`` x ``size`` crop.
 
     Uses the five landmarks when known, else the two eye centres, else the box with the mean
@@ -375,13 +376,18 @@ def align_detection(image: np.ndarray, detection: Detection, size: int = 112) ->
         image: the RGB ``uint8`` image the detection was made on.
         detection: the face.
         size: side of the crop.
+        template: where each kind of point goes in the crop (the face model's; default
+            :data:`kerascnn.face.align.DEFAULT_TEMPLATE`).
 
     Returns:
         ``(crop, kind)``: the ``(size, size, 3)`` crop and ``"landmarks"``, ``"eyes"`` or ``"box"``.
     """
     image = as_rgb(image)
+    template = template or DEFAULT_TEMPLATE
     if detection.landmarks is not None:
-        return align_face(image, detection.landmarks, size), "landmarks"
-    if detection.eyes is not None:
-        return align_face(image, detection.eyes, size), "eyes"
-    return align_face(image, box_landmarks(detection.box), size), "box"
+        kind, points = "landmarks", detection.landmarks
+    elif detection.eyes is not None:
+        kind, points = "eyes", detection.eyes
+    else:
+        kind, points = "box", box_landmarks(detection.box)
+    return align_face(image, points, size, template.points(kind, size)), kind

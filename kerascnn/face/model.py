@@ -32,27 +32,58 @@ from pathlib import Path
 import keras
 
 from kerascnn.blocks import conv_bn_act, residual_block
-from kerascnn.errors import FaceModelError
+from kerascnn.errors import FaceModelError, UnknownFaceModelError
+from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_MODEL = ASSETS / "face_model.keras"
+# the face models shipped with kerascnn, by name
+FACE_MODELS = {
+    "dlib": ASSETS / "dlib_resnet29.keras",   # dlib's ResNet ported to Keras (the default)
+    "small": ASSETS / "face_model.keras",     # the 64x64 ResNet-GDC distilled from dlib
+}
+DEFAULT_FACE_MODEL = "dlib"
+DEFAULT_MODEL = FACE_MODELS[DEFAULT_FACE_MODEL]
 METRICS = ("cosine", "euclidean")
 
 
-def _model_path(path: str | os.PathLike | None) -> Path:
-    return DEFAULT_MODEL if path is None else Path(path)
+def resolve_face_model(spec: str | os.PathLike | None = None) -> Path:
+    """The ``.keras`` file of a face model given by name or path.
+
+    Args:
+        spec: ``None`` (the default model, ``"dlib"``), a shipped model's name (see
+            :data:`FACE_MODELS`) or the path of a ``.keras`` embedder.
+
+    Returns:
+        The model file's path (not checked for existence).
+
+    Raises:
+        UnknownFaceModelError: a bare name that is neither a shipped model nor a ``.keras`` path.
+    """
+    if spec is None:
+        return DEFAULT_MODEL
+    text = os.fspath(spec)
+    if text in FACE_MODELS:
+        return FACE_MODELS[text]
+    path = Path(text)
+    if path.suffix == ".keras" or path.exists() or os.sep in text:
+        return path
+    names = ", ".join(f"{n} (default)" if n == DEFAULT_FACE_MODEL else n for n in FACE_MODELS)
+    raise UnknownFaceModelError(
+        f"unknown face model {text!r}: the shipped models are {names}; or give the path of a .keras embedder"
+    )
 
 
 def card_path(model_path: str | os.PathLike | None = None) -> Path:
     """The card file of a model: the model's path with the suffix ``.json``."""
-    return _model_path(model_path).with_suffix(".json")
+    return resolve_face_model(model_path).with_suffix(".json")
 
 
 def load_face_model(path: str | os.PathLike | None = None) -> keras.Model:
     """Load a face embedder (default: the one shipped with kerascnn), offline, in safe mode.
 
     Args:
-        path: a ``.keras`` embedder; ``None`` for the shipped default model.
+        path: a shipped model's name (``"dlib"``, the default; ``"small"``), the path of a
+            ``.keras`` embedder, or ``None`` for the default model.
 
     Returns:
         A Keras model: ``(batch, size, size, 3)`` float32 RGB 0..255 in, ``(batch, dim)`` unit
@@ -62,7 +93,7 @@ def load_face_model(path: str | os.PathLike | None = None) -> keras.Model:
         FaceModelError: the file is missing, is not a Keras model, or does not map images to
             vectors.
     """
-    path = _model_path(path)
+    path = resolve_face_model(path)
     if not path.is_file():
         raise FaceModelError(f"face model {path} does not exist (expected a .keras file)")
     try:
@@ -99,6 +130,30 @@ def load_face_model_card(path: str | os.PathLike | None = None) -> dict:
     if not isinstance(data, dict):
         raise FaceModelError(f"model card {card} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+def load_alignment(model_path: str | os.PathLike | None = None) -> AlignmentTemplate:
+    """The alignment template a model expects: its card's ``alignment`` entry, else the default.
+
+    Args:
+        model_path: the model's name or ``.keras`` path (``None``: the default model).
+
+    Returns:
+        An :class:`kerascnn.face.align.AlignmentTemplate`.
+
+    Raises:
+        FaceModelError: the card has a malformed ``alignment`` entry.
+    """
+    card = card_path(model_path)
+    if not card.is_file():
+        return DEFAULT_TEMPLATE
+    data = load_face_model_card(model_path)
+    if "alignment" not in data:
+        return DEFAULT_TEMPLATE
+    try:
+        return AlignmentTemplate.from_dict(data["alignment"])
+    except ValueError as exc:
+        raise FaceModelError(f"model card {card}: {exc}") from exc
 
 
 def _check_calibration(calibration, where: str) -> dict:

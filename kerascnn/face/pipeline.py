@@ -20,6 +20,7 @@ import numpy as np
 
 from kerascnn.data.folders import MAX_PIXELS, read_image
 from kerascnn.errors import FaceModelError, KerasCNNError
+from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
 
 PROGRESS_MIN_ITEMS = 64  # show a progress bar from this many inputs on
@@ -114,7 +115,8 @@ class _Item:
 
 
 def load_embedder(model=None):
-    """An embedding model: a Keras model, a ``.keras`` path, or None for the default face model.
+    """An embedding model: a Keras model, a shipped model's name, a ``.keras`` path, or None for
+    the default face model.
 
     Raises:
         FaceModelError: the file is missing or is not an image-to-vector Keras model.
@@ -143,16 +145,25 @@ class FacePipeline:
         image_size: side of the aligned crop; default the model's input size.
         batch_size: crops per model call.
         max_pixels: images above this many pixels are refused (:class:`ImageTooLargeError`).
+        alignment: where the face's points go in the crop (an
+            :class:`kerascnn.face.align.AlignmentTemplate`); default the one in the model's card
+            when the model is given by name or path, else the InsightFace template.
     """
 
     def __init__(self, detector=None, model=None, select: str = "largest", single: bool = False,
-                 image_size: int | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS):
+                 image_size: int | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS,
+                 alignment: AlignmentTemplate | None = None):
         if select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.detector = get_detector(detector)
         self.model = load_embedder(model)
+        if alignment is None:
+            from kerascnn.face.model import load_alignment
+
+            alignment = DEFAULT_TEMPLATE if hasattr(model, "input_shape") else load_alignment(model)
+        self.alignment = alignment
         shape = self.model.input_shape
         if len(shape) != 4 or shape[-1] not in (1, 3):
             raise FaceModelError(f"the embedding model must take (batch, size, size, 1 or 3) images, got input shape {shape}")
@@ -175,7 +186,7 @@ class FacePipeline:
             NoFaceError, MultipleFacesError: see :func:`select_faces`.
         """
         faces = select_faces(self.detector(image), image.shape, self.select, source=source, single=self.single)
-        return [(face, *align_detection(image, face, self.image_size)) for face in faces]
+        return [(face, *align_detection(image, face, self.image_size, self.alignment)) for face in faces]
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``, batched."""

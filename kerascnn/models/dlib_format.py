@@ -236,7 +236,7 @@ def read_dlib_network(path: str | os.PathLike) -> DlibNetwork:
         raise FileNotFoundError(f"dlib network file {path} does not exist")
     r = _Reader(path.read_bytes(), str(path))
     if r.int("the loss layer's version") != 1:
-        raise r.fail("not a dlib network: the loss wrapper's version is not 1")
+        raise r.fail("not dlib data: the file does not start with a dlib network's loss layer")
     kind = r.string("the loss layer's name")
     if kind == "loss_metric_2":
         loss = {"kind": kind, "margin": r.float("margin"), "distance_threshold": r.float("distance threshold")}
