@@ -8,6 +8,9 @@ templates (``--sizes``, default 10^4, 10^5, 10^6), one query and a batch of 1,00
 ``Gallery.search`` (one matrix product) against a bare NumPy ``q @ T.T`` + top-1 on the same
 matrix; and the gallery's faiss index with its recall@1, when faiss is installed.
 
+Descriptor: the default (dlib) model's descriptor through Keras in float32 and bfloat16, against
+dlib's own ``compute_face_descriptor`` on the same chips (``--descriptor-count``).
+
 Reference for the whole enrollment: when dlib is installed (the ``teacher`` extra), the
 face_recognition recipe (dlib's HOG detector with one upsampling, 5-point landmarks, the ResNet
 descriptor) runs on the same photos in the same run, and the report gives kerascnn's end-to-end
@@ -127,7 +130,8 @@ def bench_enrollment(args) -> dict:
     kept = [(im, d) for im, d in zip(images, detections) if d]
 
     def align():
-        return np.stack([align_detection(im, select_faces(d, im.shape)[0], pipeline.image_size)[0] for im, d in kept])
+        return np.stack([align_detection(im, select_faces(d, im.shape)[0], pipeline.image_size, pipeline.alignment)[0]
+                         for im, d in kept])
 
     crops, t_align = _timed(align)
     pipeline.embed_crops(crops[:2])  # trace once
@@ -230,6 +234,72 @@ def bench_identification(args) -> list[dict]:
     return rows
 
 
+def bench_descriptor(args) -> dict:
+    """The dlib model's descriptor in Keras (float32, bfloat16) against dlib's on the same chips.
+
+    The chips are the face pipeline's aligned 150x150 crops of LFW photos; dlib's
+    ``compute_face_descriptor`` takes each chip as it is. Keras runs through a ``tf.function``
+    on batches of ``--descriptor-batch`` chips. bfloat16 is the same model built under the
+    ``mixed_bfloat16`` policy with the same weights; it is worth using only where its
+    descriptors stay within 1e-3 of float32's.
+    """
+    import keras
+    import tensorflow as tf
+
+    import kerascnn
+    from kerascnn.data.folders import scan_folder
+    from kerascnn.face.pipeline import FacePipeline
+
+    pipeline = FacePipeline(detector=args.detector_model or "haar", model="dlib")
+    paths = scan_folder(args.images).paths[::max(1, 9000 // args.descriptor_count)][:args.descriptor_count]
+    batch = pipeline.embed_images(paths, progress=False, keep_crops=True)
+    chips = batch.crops[batch.ok].astype(np.float32)
+    n, size = len(chips), args.descriptor_batch
+
+    def keras_rate(model) -> tuple[np.ndarray, float]:
+        fn = tf.function(lambda x: model(x, training=False),
+                         input_signature=[tf.TensorSpec((None, 150, 150, 3), tf.float32)])
+        fn(chips[:size])  # trace
+        run = lambda: np.concatenate([np.asarray(fn(chips[i:i + size]), np.float32) for i in range(0, n, size)])  # noqa: E731
+        out, seconds = _timed(run, repeat=3)
+        return out, seconds / n
+
+    f32 = kerascnn.create_model("dlib_resnet29", weights="dlib")
+    out32, t32 = keras_rate(f32)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        bf16 = kerascnn.create_model("dlib_resnet29")
+    finally:
+        keras.config.set_dtype_policy(previous)
+    bf16.set_weights(f32.get_weights())
+    out16, t16 = keras_rate(bf16)
+    cosine = np.sum(out16 * out32, 1) / (np.linalg.norm(out16, axis=1) * np.linalg.norm(out32, axis=1))
+    report = {
+        "chips": n, "batch": size, "threads": args.threads or "all",
+        "keras_float32_ms_per_chip": round(1000 * t32, 2),
+        "keras_bfloat16_ms_per_chip": round(1000 * t16, 2),
+        "bfloat16_max_abs_diff": float(np.abs(out16 - out32).max()),
+        "bfloat16_min_cosine": float(cosine.min()),
+        "bfloat16_usable (diff <= 1e-3)": bool(np.abs(out16 - out32).max() <= 1e-3),
+    }
+    try:
+        import dlib
+
+        from kerascnn.models.dlib_resnet import dlib_file
+
+        net = dlib.face_recognition_model_v1(str(dlib_file()))
+        uint8 = chips.astype(np.uint8)
+        net.compute_face_descriptor(np.ascontiguousarray(uint8[0]))
+        ref, t_dlib = _timed(lambda: np.array([net.compute_face_descriptor(np.ascontiguousarray(c)) for c in uint8]))
+        report.update(dlib_ms_per_chip=round(1000 * t_dlib / n, 2),
+                      keras_float32_over_dlib=round(t_dlib / n / t32, 1),
+                      keras_vs_dlib_max_abs_diff=float(np.abs(out32 - ref).max()))
+    except (ImportError, FileNotFoundError) as exc:
+        report["dlib_reference"] = f"skipped: {exc}"
+    return report
+
+
 def _limit_threads(n: int) -> None:
     """Hold TensorFlow (before its first op) and OpenCV to ``n`` threads."""
     import cv2
@@ -253,10 +323,16 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for TensorFlow and OpenCV (default: all)")
     parser.add_argument("--dlib-count", type=int, default=4 if SMALL else 40,
                         help="photos for the dlib reference (0: skip it)")
+    parser.add_argument("--descriptor-count", type=int, default=8 if SMALL else 100,
+                        help="chips for the descriptor benchmark, Keras vs dlib (0: skip it)")
+    parser.add_argument("--descriptor-batch", type=int, default=5, help="chips per Keras call there")
     args = parser.parse_args(argv)
     if args.threads:
         _limit_threads(args.threads)
     report = {}
+    if args.descriptor_count:
+        report["descriptor"] = bench_descriptor(args)
+        print(json.dumps(report["descriptor"]), file=sys.stderr)
     if not args.skip_enrollment:
         report["enrollment"] = bench_enrollment(args)
         print(json.dumps(report["enrollment"]), file=sys.stderr)
