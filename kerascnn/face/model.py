@@ -156,6 +156,12 @@ def load_alignment(model_path: str | os.PathLike | None = None) -> AlignmentTemp
         raise FaceModelError(f"model card {card}: {exc}") from exc
 
 
+def test_time_flip(model_path: str | os.PathLike | None = None) -> bool:
+    """Whether a model's card asks for test-time flip (``"test_time_flip": true``); False without a card."""
+    card = card_path(model_path)
+    return bool(card.is_file() and load_face_model_card(model_path).get("test_time_flip", False))
+
+
 def _check_calibration(calibration, where: str) -> dict:
     if not isinstance(calibration, dict):
         raise FaceModelError(f"{where}: calibration must be a dict, got {type(calibration).__name__}")
@@ -211,6 +217,62 @@ def save_calibration(model_path: str | os.PathLike, calibration: dict) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, card)
     return card
+
+
+# --- the default model: dlib's network, converted ---------------------------------------------
+DLIB_CARD = {
+    "source": "dlib_face_recognition_resnet_model_v1.dat (Davis King, dlib-models; shipped in the PyPI package "
+              "face_recognition_models), read with kerascnn.models.dlib_format",
+    "licence": "public domain (dlib-models README: 'anyone can do whatever they want with these model files')",
+    "architecture": "dlib_resnet29 (kerascnn registry): 7x7/2 conv 32 + affine + ReLU, 3x3/2 max pool, basic "
+                    "residual stages of 32x3, 64x4, 128x3, 256x3, 256x1 blocks (avg-pool zero-padded shortcuts), "
+                    "global average pool, Dense 128 without bias (dlib's descriptor), UnitNormalization",
+    "input": {"size": [150, 150, 3], "dtype": "float32", "range": [0, 255], "color": "RGB",
+              "normalization": "inside the model: (x - [122.782, 117.001, 104.298]) / 256",
+              "alignment": "the card's 'alignment' template at size 150 (dlib's chips: 5-point template, padding 0.25)"},
+    "output": {"embedding_dim": 128, "unit_norm": True, "metric": "cosine",
+               "raw_descriptor_layer": "descriptor (dlib's descriptor, length about 1.3-1.5)"},
+    "training": {"method": "trained by dlib's author on about 3 million faces (dlib's metric loss); not retrained here"},
+}
+
+
+def convert_dlib_model(out: str | os.PathLike, dat: str | os.PathLike | None = None) -> Path:
+    """Write dlib's face-recognition network as a kerascnn face model (``.keras`` + card).
+
+    Reads dlib's file with kerascnn's NumPy reader into the registry model ``dlib_resnet29``
+    and appends ``UnitNormalization`` (face models output unit vectors; dlib's raw descriptor
+    stays available as the layer ``descriptor``). An existing card's calibration, alignment and
+    figures are kept; nothing is written when the file cannot be read.
+
+    Args:
+        out: the ``.keras`` file to write.
+        dat: dlib's ``dlib_face_recognition_resnet_model_v1.dat``; ``None`` for the copy in the
+            ``face_recognition_models`` package.
+
+    Returns:
+        The written model's path.
+
+    Raises:
+        FileNotFoundError: no dlib file.
+        DlibFormatError: a foreign or truncated file.
+        WeightsMismatchError: a dlib network of another architecture.
+    """
+    from kerascnn.models.dlib_resnet import dlib_file
+    from kerascnn.models.registry import create_model
+
+    out = Path(out)
+    base = create_model("dlib_resnet29", weights=str(dlib_file(dat)))
+    unit = keras.layers.UnitNormalization(name="unit")(base.output)
+    model = keras.Model(base.input, unit, name="dlib_resnet29_face")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, out)
+    card_file = out.with_suffix(".json")
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    card.update({"model": out.name, "parameters": int(model.count_params()), **DLIB_CARD})
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    return out
 
 
 # --- the architecture ---------------------------------------------------------------------

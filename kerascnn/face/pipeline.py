@@ -148,22 +148,24 @@ class FacePipeline:
         alignment: where the face's points go in the crop (an
             :class:`kerascnn.face.align.AlignmentTemplate`); default the one in the model's card
             when the model is given by name or path, else the InsightFace template.
+        flip: test-time flip: each embedding is the mean of those of the crop and its mirror
+            image; default the card's ``test_time_flip`` (False without a card).
     """
 
     def __init__(self, detector=None, model=None, select: str = "largest", single: bool = False,
                  image_size: int | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS,
-                 alignment: AlignmentTemplate | None = None):
+                 alignment: AlignmentTemplate | None = None, flip: bool | None = None):
         if select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.detector = get_detector(detector)
         self.model = load_embedder(model)
-        if alignment is None:
-            from kerascnn.face.model import load_alignment
+        from kerascnn.face.model import load_alignment, test_time_flip
 
-            alignment = DEFAULT_TEMPLATE if hasattr(model, "input_shape") else load_alignment(model)
-        self.alignment = alignment
+        given = hasattr(model, "input_shape")  # a Keras model: no card to read
+        self.alignment = alignment or (DEFAULT_TEMPLATE if given else load_alignment(model))
+        self.flip = bool(flip if flip is not None else (False if given else test_time_flip(model)))
         shape = self.model.input_shape
         if len(shape) != 4 or shape[-1] not in (1, 3):
             raise FaceModelError(f"the embedding model must take (batch, size, size, 1 or 3) images, got input shape {shape}")
@@ -198,6 +200,12 @@ class FacePipeline:
         fn = self._compiled()
         out = [fn(crops[i:i + self.batch_size].astype(np.float32)).numpy() for i in range(0, len(crops), self.batch_size)]
         emb = np.concatenate(out).astype(np.float32)
+        if self.flip:
+            mirror = crops[:, :, ::-1]
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            flipped = np.concatenate([fn(mirror[i:i + self.batch_size].astype(np.float32)).numpy()
+                                      for i in range(0, len(crops), self.batch_size)]).astype(np.float32)
+            emb = emb + flipped / np.maximum(np.linalg.norm(flipped, axis=1, keepdims=True), 1e-12)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
     def _compiled(self):
