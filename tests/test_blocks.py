@@ -60,6 +60,38 @@ def test_residual_block_errors_name_what_was_seen():
         blocks.residual_block(x, 8, shortcut="skip")
 
 
+def test_pool_pad_shortcut_is_option_a():
+    """He et al.'s option A, as dlib has it: zero residual -> relu(avg-pooled input, zero channels);
+    a 3x3/2 unpadded conv on 8x8 gives 3x3, the pooled shortcut 4x4, the sum 4x4."""
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    m = _model(blocks.residual_block, (8, 8, 4), filters=6, strides=2, shortcut="pool_pad", norm="affine",
+               strided_padding="valid", use_bias=True, name="a")
+    assert m.get_layer("a_1_conv").output.shape[1:3] == (3, 3) and m.output.shape[1:] == (4, 4, 6)
+    assert m.get_layer("a_1_affine").count_params() == 12  # scale + shift per channel, no statistics
+    _zero_kernels(m)
+    pooled = x.reshape(2, 4, 2, 4, 2, 4).mean(axis=(2, 4))
+    expected = np.concatenate([np.maximum(pooled, 0), np.zeros((2, 4, 4, 2), np.float32)], axis=-1)
+    np.testing.assert_allclose(m.predict(x, verbose=0), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="pool_pad shortcut pads channels with zeros and cannot drop any, got 4 in and 2 out"):
+        blocks.residual_block(keras.Input((8, 8, 4)), 2, shortcut="pool_pad", name="p")
+    with pytest.raises(ValueError, match="strided_padding must be 'symmetric' or 'valid', got 'same'"):
+        blocks.residual_block(keras.Input((8, 8, 4)), 4, strided_padding="same")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        blocks.conv_bn_act(keras.Input((8, 8, 4)), 4, norm="group")
+
+
+def test_zero_pad_add_aligns_top_left_and_pads_channels():
+    from kerascnn.layers import ZeroPadAdd
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 3, 3, 4)).astype("float32"), rng.normal(size=(2, 4, 4, 2)).astype("float32")
+    expected = np.zeros((2, 4, 4, 4), np.float32)
+    expected[:, :3, :3, :4] += a
+    expected[:, :4, :4, :2] += b
+    np.testing.assert_allclose(np.asarray(ZeroPadAdd()([a, b])), expected, atol=1e-6)
+    assert ZeroPadAdd().compute_output_shape([(None, 3, 3, 4), (None, 4, 4, 2)]) == (None, 4, 4, 4)
+
+
 def _zero_kernels(model):
     for layer in model.layers:
         if isinstance(layer, layers.Conv2D):

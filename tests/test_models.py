@@ -130,7 +130,7 @@ def test_alexnet_groups_argument():
 def test_feature_info_is_consistent():
     for name in kerascnn.list_models():
         info = kerascnn.model_info(name)
-        assert info.preprocessing in ("caffe", "tf", "torch")
+        assert info.preprocessing in ("caffe", "tf", "torch", "none")
         assert info.feature_info and all(f["channels"] > 0 for f in info.feature_info)
         reductions = [f["reduction"] for f in info.feature_info]
         if name != "unet":

@@ -38,7 +38,8 @@ class ModelInfo:
         reference: where the architecture comes from (paper, keras.applications class).
         preprocessing: the input normalisation its weights expect, as the ``mode`` of
             ``keras.applications.imagenet_utils.preprocess_input``: ``"caffe"`` (BGR, mean
-            subtracted), ``"torch"`` (0-1, ImageNet mean/std) or ``"tf"`` (-1 to 1).
+            subtracted), ``"torch"`` (0-1, ImageNet mean/std), ``"tf"`` (-1 to 1) or ``"none"`` (0..255:
+            the model normalises its input itself).
     """
 
     name: str
