@@ -156,10 +156,12 @@ def load_alignment(model_path: str | os.PathLike | None = None) -> AlignmentTemp
         raise FaceModelError(f"model card {card}: {exc}") from exc
 
 
-def test_time_flip(model_path: str | os.PathLike | None = None) -> bool:
-    """Whether a model's card asks for test-time flip (``"test_time_flip": true``); False without a card."""
-    card = card_path(model_path)
-    return bool(card.is_file() and load_face_model_card(model_path).get("test_time_flip", False))
+def card_option(model_path: str | os.PathLike | None, key: str, default=None):
+    """An inference option stored in a model's card (``test_time_flip``, ``box_scales``), or ``default``
+    when the model has no card or the card does not set it."""
+    if not card_path(model_path).is_file():
+        return default
+    return load_face_model_card(model_path).get(key, default)
 
 
 def _check_calibration(calibration, where: str) -> dict:

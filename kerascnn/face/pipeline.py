@@ -112,6 +112,7 @@ class _Item:
 
     result: FaceResult
     crop: np.ndarray | None = field(default=None, repr=False)
+    extra: list = field(default_factory=list, repr=False)  # more crops of the same face (box scales)
 
 
 def load_embedder(model=None):
@@ -150,22 +151,30 @@ class FacePipeline:
             when the model is given by name or path, else the InsightFace template.
         flip: test-time flip: each embedding is the mean of those of the crop and its mirror
             image; default the card's ``test_time_flip`` (False without a card).
+        box_scales: for faces aligned without five landmarks (Haar's eyes or box), also embed
+            crops of the box scaled by these factors and average (a box is a coarse guide to
+            where the face is; averaging over its scale steadies the embedding); default the
+            card's ``box_scales`` (none without a card).
     """
 
     def __init__(self, detector=None, model=None, select: str = "largest", single: bool = False,
                  image_size: int | None = None, batch_size: int = 64, max_pixels: int = MAX_PIXELS,
-                 alignment: AlignmentTemplate | None = None, flip: bool | None = None):
+                 alignment: AlignmentTemplate | None = None, flip: bool | None = None,
+                 box_scales: Sequence[float] | None = None):
         if select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.detector = get_detector(detector)
         self.model = load_embedder(model)
-        from kerascnn.face.model import load_alignment, test_time_flip
+        from kerascnn.face.model import card_option, load_alignment
 
         given = hasattr(model, "input_shape")  # a Keras model: no card to read
         self.alignment = alignment or (DEFAULT_TEMPLATE if given else load_alignment(model))
-        self.flip = bool(flip if flip is not None else (False if given else test_time_flip(model)))
+        self.flip = bool(flip if flip is not None else (False if given else card_option(model, "test_time_flip", False)))
+        if box_scales is None:
+            box_scales = () if given else card_option(model, "box_scales", ())
+        self.box_scales = tuple(float(v) for v in box_scales if float(v) != 1.0)
         shape = self.model.input_shape
         if len(shape) != 4 or shape[-1] not in (1, 3):
             raise FaceModelError(f"the embedding model must take (batch, size, size, 1 or 3) images, got input shape {shape}")
@@ -189,6 +198,17 @@ class FacePipeline:
         """
         faces = select_faces(self.detector(image), image.shape, self.select, source=source, single=self.single)
         return [(face, *align_detection(image, face, self.image_size, self.alignment)) for face in faces]
+
+    def _box_crops(self, image: np.ndarray, face: Detection, kind: str) -> list[np.ndarray]:
+        """Crops of the face's box scaled by :attr:`box_scales` (none for 5-landmark alignment)."""
+        if kind == "landmarks" or not self.box_scales:
+            return []
+        x, y, w, h = face.box
+        crops = []
+        for scale in self.box_scales:
+            box = (x + w * (1 - scale) / 2, y + h * (1 - scale) / 2, w * scale, h * scale)
+            crops.append(align_detection(image, Detection(box, angle=face.angle), self.image_size, self.alignment)[0])
+        return crops
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``, batched."""
@@ -243,6 +263,11 @@ class FacePipeline:
         embeddings = np.full((len(items), self.embedding_dim), np.nan, np.float32)
         rows = [i for i, it in enumerate(items) if it.crop is not None]
         embeddings[rows] = self.embed_crops(crops)
+        extra = [(row, crop) for row, it in zip(rows, good) for crop in it.extra]
+        if extra:  # the mean of the unit embeddings of every crop of a face, scaled to unit length
+            more = self.embed_crops(np.stack([c for _, c in extra]))
+            np.add.at(embeddings, [r for r, _ in extra], more)
+            embeddings[rows] /= np.linalg.norm(embeddings[rows], axis=1, keepdims=True)
         all_crops = None
         if keep_crops:
             all_crops = np.zeros((len(items), self.image_size, self.image_size, 3), np.uint8)
@@ -254,12 +279,14 @@ class FacePipeline:
         source = f"array[{index}]" if isinstance(image, np.ndarray) else os.fspath(image)
         try:
             array = image if isinstance(image, np.ndarray) else read_image(image, max_pixels=self.max_pixels)
-            faces = self.detect_and_align(as_rgb(array, source), source)
+            rgb = as_rgb(array, source)
+            faces = self.detect_and_align(rgb, source)
         except KerasCNNError as exc:
             if strict:
                 raise
             return [_Item(FaceResult(index, source, "error", exc))]
-        return [_Item(FaceResult(index, source, alignment=kind, detection=det), crop) for det, crop, kind in faces]
+        return [_Item(FaceResult(index, source, alignment=kind, detection=det), crop, self._box_crops(rgb, det, kind))
+                for det, crop, kind in faces]
 
     def embed_one(self, image) -> tuple[np.ndarray, FaceResult]:
         """The embedding of the one selected face of one image; raises on any problem."""
