@@ -22,7 +22,9 @@ def _run(model, x):
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
-HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19"}
+# models whose top is not a classifier: the last axis of their output for a number of classes
+OUTPUT_CHANNELS = {"yolo_v1": lambda classes: 2 * 5 + classes}  # S x S x (B * 5 + C)
+HEAVY = {"yolo_v1", "resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19"}
 # one model per family for the pooling options (the pooling code is shared by every builder)
 POOLING_MODELS = ["lenet5", "alexnet", "vgg11", "resnet18", "resnet50_v2", "densenet121", "mobilenet",
                   "mobilenet_v2", "googlenet", "inception_v3", "unet"]
@@ -48,7 +50,7 @@ def test_classifier_forward_gradients_and_keras_round_trip(name, tmp_path):
     model = kerascnn.create_model(name, input_shape=shape, classes=3)
     x = _batch(shape)
     y = _run(model, x)
-    assert y.shape[0] == 2 and y.shape[-1] == 3
+    assert y.shape[0] == 2 and y.shape[-1] == OUTPUT_CHANNELS.get(name, lambda classes: classes)(3)
     assert np.all(np.isfinite(y))
 
     weights = tf.constant(np.random.default_rng(1).normal(size=y.shape).astype("float32"))
