@@ -414,7 +414,14 @@ def squeeze_excite(x, ratio: float = 0.25, name: str = "se"):
     return layers.Multiply(name=f"{name}_excite")([x, se])
 
 
-def fire_module(x, squeeze: int, expand_1x1: int, expand_3x3: int | None = None, name: str = "fire"):
+def fire_module(
+    x,
+    squeeze: int,
+    expand_1x1: int,
+    expand_3x3: int | None = None,
+    kernel_initializer: str = "he_uniform",
+    name: str = "fire",
+):
     """SqueezeNet's fire module (Iandola et al. 2016): squeeze with 1x1, expand with 1x1 and 3x3.
 
     A 1x1 conv + ReLU squeezes the input to ``squeeze`` channels; a 1x1 conv and a 3x3 conv
@@ -430,6 +437,8 @@ def fire_module(x, squeeze: int, expand_1x1: int, expand_3x3: int | None = None,
         squeeze: channels of the squeeze 1x1 conv (s1x1 in the paper).
         expand_1x1: channels of the expand 1x1 conv (e1x1).
         expand_3x3: channels of the expand 3x3 conv (e3x3); default ``expand_1x1``.
+        kernel_initializer: initializer of the convs; He's (torchvision's), since without
+            batch norm Glorot's halves the signal's variance at every ReLU.
         name: prefix of the layer names.
 
     Returns:
@@ -437,9 +446,10 @@ def fire_module(x, squeeze: int, expand_1x1: int, expand_3x3: int | None = None,
     """
     if expand_3x3 is None:
         expand_3x3 = expand_1x1
-    x = conv_bn_act(x, squeeze, 1, batch_norm=False, name=f"{name}_squeeze")
-    left = conv_bn_act(x, expand_1x1, 1, batch_norm=False, name=f"{name}_expand1x1")
-    right = conv_bn_act(x, expand_3x3, 3, batch_norm=False, name=f"{name}_expand3x3")
+    conv = {"batch_norm": False, "kernel_initializer": kernel_initializer}
+    x = conv_bn_act(x, squeeze, 1, name=f"{name}_squeeze", **conv)
+    left = conv_bn_act(x, expand_1x1, 1, name=f"{name}_expand1x1", **conv)
+    right = conv_bn_act(x, expand_3x3, 3, name=f"{name}_expand3x3", **conv)
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([left, right])
 
 

@@ -24,7 +24,7 @@ def _run(model, x):
 
 # models whose top is not a classifier: the last axis of their output for a number of classes
 OUTPUT_CHANNELS = {"yolo_v1": lambda classes: 2 * 5 + classes}  # S x S x (B * 5 + C)
-HEAVY = {"yolo_v1", "resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19"}
+HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19"}
 # one model per family for the pooling options (the pooling code is shared by every builder)
 POOLING_MODELS = ["lenet5", "alexnet", "vgg11", "resnet18", "resnet50_v2", "densenet121", "mobilenet",
                   "mobilenet_v2", "googlenet", "inception_v3", "unet"]

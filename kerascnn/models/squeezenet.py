@@ -56,12 +56,14 @@ def _ceil_max_pool(x, name: str):
 def _top(x, classes: int, classifier_activation: str | None, dropout: float = 0.5):
     """torchvision's classifier: dropout, 1x1 conv to the classes + ReLU, global average pool.
 
+    Initialisation as torchvision: He uniform for the features, normal (std 0.01) for conv10.
     A class score is the average over positions of a non-negative map, so ``classifier_activation``
     (softmax by default, as keras.applications) is applied after the pooling; ``None`` gives
     torchvision's outputs.
     """
     x = layers.Dropout(dropout, name="drop9")(x)
-    x = conv_bn_act(x, classes, 1, batch_norm=False, name="conv10")
+    x = conv_bn_act(x, classes, 1, batch_norm=False, name="conv10",
+                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))  # torchvision's
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if classifier_activation is None:
         return x
@@ -72,7 +74,8 @@ def _create(arch: str, dropout: float = 0.5, **kwargs: Any) -> keras.Model:
     (stem, kernel), stages = ARCHS[arch]
 
     def body(x) -> list:
-        x = conv_bn_act(x, stem, kernel, 2, padding="valid", batch_norm=False, name="conv1")
+        x = conv_bn_act(x, stem, kernel, 2, padding="valid", batch_norm=False, kernel_initializer="he_uniform",
+                        name="conv1")
         features, fire = [x], 1
         for i, stage in enumerate(stages):
             x = _ceil_max_pool(x, f"pool{i + 1}")
