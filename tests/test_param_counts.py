@@ -81,3 +81,20 @@ def test_alexnet_paper_counts(groups, count):
     model = kerascnn.create_model("alexnet", groups=groups)
     assert model.input_shape == (None, 227, 227, 3)
     assert model.count_params() == count
+
+
+def test_yolo_v1_paper_count():
+    """Figure 3 of Redmon et al. 2016 read layer by layer (kernel, filters), written out flat
+    here independently of the model's table: 24 convs with biases, FC 4096, FC 7x7x30."""
+    convs = [(7, 64), (3, 192), (1, 128), (3, 256), (1, 256), (3, 512)]
+    convs += [(1, 256), (3, 512)] * 4 + [(1, 512), (3, 1024)]
+    convs += [(1, 512), (3, 1024)] * 2 + [(3, 1024)] * 4
+    assert len(convs) == 24
+    count, channels = 0, 3
+    for kernel, filters in convs:
+        count += kernel * kernel * channels * filters + filters
+        channels = filters
+    count += (7 * 7 * 1024 + 1) * 4096 + (4096 + 1) * 7 * 7 * 30
+    model = kerascnn.create_model("yolo_v1")
+    assert model.output_shape == (None, 7, 7, 30)
+    assert model.count_params() == count == 271_703_550
