@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import layers
 
 
