@@ -341,25 +341,28 @@ def test_shapes_boxes_are_tight_and_disjoint():
 
 
 @pytest.mark.slow
-def test_small_yolo_learns_shapes(tmp_path):
+@pytest.mark.parametrize("anchors", [None, [[0.25, 0.25], [0.4, 0.4]]], ids=["paper", "anchors"])
+def test_small_yolo_learns_shapes(anchors, tmp_path):
     """The proof: SqueezeNet 1.1's /8 stage + a YOLO head (7x7 grid on 64x64 images), trained
-    from scratch with plain model.fit on 1,200 generated images, scores mAP@0.5 >= 0.8 on 200
-    new ones. Measured: 0.9966 in 22 s on the shared 2-core host (this test as written)."""
+    from scratch with plain model.fit on 800 generated images, scores mAP@0.5 >= 0.8 on 200
+    new ones, with the paper's responsible predictor and with YOLOv2's anchor assignment.
+    Measured on the shared 2-core host: 0.993 and 0.994 as written (0.978-0.984 with other
+    seeds), 9-14 s each."""
     keras.utils.set_random_seed(0)
-    train = detection.make_shapes(1200, image_size=64, seed=1)
+    train = detection.make_shapes(800, image_size=64, seed=1)
     test = detection.make_shapes(200, image_size=64, seed=2)
     model = yolo_detector("squeezenet1_1", input_shape=(64, 64, 3), classes=3, stage=2)
     grid = model.output_shape[1]
-    targets = detection.encode_batch(train.boxes, train.labels, (64, 64), grid, 3)
+    targets = detection.encode_batch(train.boxes, train.labels, (64, 64), grid, 3, anchors=anchors)
     epochs, batch = 8, 32
     schedule = keras.optimizers.schedules.CosineDecay(2e-3, epochs * -(-len(targets) // batch), alpha=0.05)
-    model.compile(keras.optimizers.Adam(schedule), detection.YoloLoss(boxes_per_cell=2, num_classes=3))
+    model.compile(keras.optimizers.Adam(schedule), detection.YoloLoss(boxes_per_cell=2, num_classes=3, anchors=anchors))
     model.fit(train.images / np.float32(255), targets, batch_size=batch, epochs=epochs, verbose=0)
     predictions = model.predict(test.images / np.float32(255), batch_size=100, verbose=0)
-    detections = detection.decode_predictions(predictions, (64, 64), 3, score_threshold=0.05)
+    detections = detection.decode_predictions(predictions, (64, 64), 3, anchors=anchors, score_threshold=0.05)
     result = detection.mean_average_precision(detections, list(zip(test.boxes, test.labels)))
     print(f"mAP@0.5 on 200 held-out images: {result.map:.4f} {result.per_class}")
     assert result.map >= 0.8, result
-    model.save(tmp_path / "yolo.keras")  # the head and loss serialize (safe mode)
+    model.save(tmp_path / "yolo.keras")  # the head serializes (safe mode)
     loaded = keras.saving.load_model(tmp_path / "yolo.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(test.images[:4] / np.float32(255), verbose=0), predictions[:4], atol=1e-4)

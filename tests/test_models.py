@@ -124,6 +124,15 @@ def test_imagenet_weights_need_three_channels():
         kerascnn.create_model("resnet18", weights="imagenet")
 
 
+def test_yolo_v1_arguments():
+    with pytest.raises(ValueError, match=r"input sides must be multiples of 64 .* got \(100, 128, 3\)"):
+        kerascnn.create_model("yolo_v1", input_shape=(100, 128, 3))
+    with pytest.raises(ValueError, match="classifier_activation must be None, got 'softmax'"):
+        kerascnn.create_model("yolo_v1", input_shape=(64, 64, 3), classifier_activation="softmax")
+    model = kerascnn.create_model("yolo_v1", input_shape=(128, 192, 3), classes=4, boxes_per_cell=3)
+    assert model.output_shape == (None, 2, 3, 3 * 5 + 4)  # S = input / 64 on each side
+
+
 def test_alexnet_groups_argument():
     with pytest.raises(ValueError, match="groups must be 1 or 2, got 3"):
         kerascnn.create_model("alexnet", groups=3)
