@@ -61,6 +61,7 @@ def test_iou_of_empty_sets():
     ([[0, 0, 1]], "xyxy", r"must have shape \(N, 4\) \(xyxy\), got shape \(1, 3\)"),
     ([0, 0, 1, 1], "xyxy", r"must have shape \(N, 4\) \(xyxy\), got shape \(4,\)"),
     ([[0, 0, np.nan, 1]], "xyxy", "must be finite; row 0"),
+    (np.zeros((0, 3)), "xyxy", r"must have shape \(N, 4\) \(xyxy\), got shape \(0, 3\)"),
     ([[0, 0, 1, 1]], "xywh", r"box_format must be one of \('xyxy', 'cxcywh'\), got 'xywh'"),
 ])
 def test_bad_boxes(boxes, fmt, message):

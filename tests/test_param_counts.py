@@ -54,6 +54,17 @@ def test_squeezenet_torchvision_counts(name, count):
     assert model.count_params() == count
 
 
+def test_squeezenet_pools_round_up_as_torchvision():
+    """torchvision's MaxPool2d(3, 2, ceil_mode=True): n -> ceil((n - 3) / 2) + 1."""
+    ceil_pool = lambda n: -(-(n - 3) // 2) + 1  # noqa: E731
+    for name, stem, size in [("squeezenet1_0", 7, 224), ("squeezenet1_1", 3, 224), ("squeezenet1_0", 7, 231)]:
+        model = kerascnn.create_model(name, input_shape=(size, size, 3), features_only=True)
+        sizes = [(size - stem) // 2 + 1]
+        for _ in range(3):
+            sizes.append(ceil_pool(sizes[-1]))
+        assert [out.shape[1] for out in model.outputs] == sizes, name
+
+
 def test_se_resnet50_timm_count():
     """timm's ``seresnet50``: 28,088,024 parameters (PyTorch does not count BatchNorm's running
     mean and variance, Keras does). Convert explicitly: Keras' count minus two per BN channel."""

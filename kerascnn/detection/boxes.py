@@ -40,7 +40,7 @@ def check_boxes(boxes, box_format: str = "xyxy", what: str = "boxes") -> np.ndar
     if box_format not in FORMATS:
         raise BoxError(f"box_format must be one of {FORMATS}, got {box_format!r}")
     array = np.asarray(boxes, dtype=np.float32)
-    if array.size == 0 and array.ndim <= 2:
+    if array.shape in ((0,), (0, 4)):
         return np.zeros((0, 4), np.float32)
     if array.ndim != 2 or array.shape[1] != 4:
         raise BoxError(f"{what} must have shape (N, 4) ({box_format}), got shape {array.shape}")

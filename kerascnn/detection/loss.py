@@ -80,7 +80,7 @@ class YoloLoss(keras.losses.Loss):
         """The four terms per image, ``{"coord", "object", "noobject", "class"}``, each ``(batch,)``."""
         B = self.boxes_per_cell
         y_true = ops.cast(y_true, "float32")
-        rows, cols = y_true.shape[1], y_true.shape[2]
+        rows, cols = y_pred.shape[1], y_pred.shape[2]
         pred = split_predictions(y_pred, B, self.anchors)
         truth = ops.reshape(y_true[..., : 5 * B], (-1, rows, cols, B, 5))
         true_xy, true_wh, flags = truth[..., 0:2], truth[..., 2:4], truth[..., 4]

@@ -57,6 +57,8 @@ def dense_head_to_conv(model: keras.Model, name: str | None = None) -> keras.Mod
             raise ValueError(f"dense_head_to_conv: {layer.name!r} ({layer.__class__.__name__}) after the "
                              "Flatten has no convolutional equivalent here; expected Dense, activations, dropout")
     feature_shape = tuple(chain[flat[0]].input.shape[1:])
+    if None in feature_shape:
+        raise ValueError(f"dense_head_to_conv needs the classifier's fixed input size; its Flatten sees {feature_shape}")
     inputs = keras.Input((None, None, model.inputs[0].shape[-1]), name="input")
     x = inputs
     for layer in chain[: flat[0]]:
