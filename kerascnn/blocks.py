@@ -158,6 +158,7 @@ def residual_block(
     se_ratio: float | None = None,
     norm: str = "batch",
     strided_padding: str = "symmetric",
+    stride_in_3x3: bool | None = None,
     name: str = "block",
 ):
     """A residual block (He et al. 2015) in the original or the pre-activation order (2016).
@@ -202,6 +203,8 @@ def residual_block(
         se_ratio: add squeeze-and-excitation on the residual with this ratio (SE-ResNet).
         norm: ``"batch"`` (``BatchNormalization``) or ``"affine"`` (:class:`kerascnn.layers.Affine`).
         strided_padding: ``"symmetric"`` or ``"valid"``, the padding of strided convs.
+        stride_in_3x3: put a bottleneck's stride in its 3x3 conv ("ResNet v1.5", torchvision's
+            and timm's layout) rather than its first 1x1; default: only with ``preact``.
         name: prefix of the layer names.
 
     Returns:
@@ -248,7 +251,9 @@ def residual_block(
     else:
         short = inputs
     if kind == "bottleneck":
-        stride_1x1, stride_3x3 = (1, strides) if preact else (strides, 1)
+        if stride_in_3x3 is None:
+            stride_in_3x3 = preact
+        stride_1x1, stride_3x3 = (1, strides) if stride_in_3x3 else (strides, 1)
         x = conv_bn_act(x, filters, 1, stride_1x1, name=f"{name}_1", **conv)
         x = _pad_conv_bn_act(x, filters, 3, stride_3x3, preact or stride_3x3 != 1, f"{name}_2",
                              strided_padding, **conv)
@@ -447,6 +452,45 @@ def squeeze_excite(x, ratio: float = 0.25, name: str = "se"):
     se = layers.Conv2D(max(1, int(channels * ratio)), 1, activation="relu", name=f"{name}_reduce")(se)
     se = layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_expand")(se)
     return layers.Multiply(name=f"{name}_excite")([x, se])
+
+
+def fire_module(
+    x,
+    squeeze: int,
+    expand_1x1: int,
+    expand_3x3: int | None = None,
+    kernel_initializer: str = "he_uniform",
+    name: str = "fire",
+):
+    """SqueezeNet's fire module (Iandola et al. 2016): squeeze with 1x1, expand with 1x1 and 3x3.
+
+    A 1x1 conv + ReLU squeezes the input to ``squeeze`` channels; a 1x1 conv and a 3x3 conv
+    (``same`` padding), each + ReLU, expand it side by side; their outputs are concatenated.
+    Convs have biases and no batch norm, as in the paper and torchvision.
+
+    Layer names: ``{name}_squeeze_conv``, ``{name}_squeeze_relu``, ``{name}_expand1x1_conv``,
+    ``{name}_expand1x1_relu``, ``{name}_expand3x3_conv``, ``{name}_expand3x3_relu``,
+    ``{name}_concat``.
+
+    Args:
+        x: input tensor.
+        squeeze: channels of the squeeze 1x1 conv (s1x1 in the paper).
+        expand_1x1: channels of the expand 1x1 conv (e1x1).
+        expand_3x3: channels of the expand 3x3 conv (e3x3); default ``expand_1x1``.
+        kernel_initializer: initializer of the convs; He's (torchvision's), since without
+            batch norm Glorot's halves the signal's variance at every ReLU.
+        name: prefix of the layer names.
+
+    Returns:
+        The output tensor, ``expand_1x1 + expand_3x3`` channels.
+    """
+    if expand_3x3 is None:
+        expand_3x3 = expand_1x1
+    conv = {"batch_norm": False, "kernel_initializer": kernel_initializer}
+    x = conv_bn_act(x, squeeze, 1, name=f"{name}_squeeze", **conv)
+    left = conv_bn_act(x, expand_1x1, 1, name=f"{name}_expand1x1", **conv)
+    right = conv_bn_act(x, expand_3x3, 3, name=f"{name}_expand3x3", **conv)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([left, right])
 
 
 def highway_block(

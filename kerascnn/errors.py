@@ -125,3 +125,9 @@ class UnknownAugmentationError(KerasCNNError, ValueError):
 
 class WeightsUnavailableError(KerasCNNError, OSError):
     """Pretrained weights that cannot be fetched (offline); the message says how to pass a file."""
+
+
+# --- detection ------------------------------------------------------------------------------
+class BoxError(KerasCNNError, ValueError):
+    """Boxes of the wrong shape or format, with negative width/height or not finite; an
+    evaluation with no ground-truth box at all (mAP is then undefined)."""

@@ -179,6 +179,37 @@ def test_squeeze_excite_against_numpy():
     assert w1.shape == (1, 1, 8, 2)
 
 
+def test_fire_module_against_numpy():
+    """torchvision's Fire(96, 16, 64, 64): 11,920 parameters; outputs from the definition."""
+    m = _model(blocks.fire_module, shape=(6, 6, 96), squeeze=16, expand_1x1=64, expand_3x3=64, name="fire2")
+    assert m.count_params() == (96 + 1) * 16 + (16 + 1) * 64 + (9 * 16 + 1) * 64 == 11_920
+    assert m.output.shape == (None, 6, 6, 128)
+    assert [l.name for l in m.layers[1:]] == [
+        "fire2_squeeze_conv", "fire2_squeeze_relu", "fire2_expand1x1_conv", "fire2_expand3x3_conv",
+        "fire2_expand1x1_relu", "fire2_expand3x3_relu", "fire2_concat"]
+    x = np.random.default_rng(4).normal(size=(2, 6, 6, 96)).astype("float32")
+    ws, bs = m.get_layer("fire2_squeeze_conv").get_weights()
+    w1, b1 = m.get_layer("fire2_expand1x1_conv").get_weights()
+    w3, b3 = m.get_layer("fire2_expand3x3_conv").get_weights()
+    s = np.maximum(x @ ws[0, 0] + bs, 0)
+    padded = np.pad(s, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    e3 = sum(padded[:, i:i + 6, j:j + 6] @ w3[i, j] for i in range(3) for j in range(3)) + b3
+    expected = np.concatenate([np.maximum(s @ w1[0, 0] + b1, 0), np.maximum(e3, 0)], axis=-1)
+    np.testing.assert_allclose(m.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_residual_stride_in_3x3_and_se_before_the_sum():
+    """SE-ResNet as timm builds it: stride on the 3x3 conv, SE on the residual before the sum."""
+    m = _model(blocks.residual_block, shape=(8, 8, 32), filters=16, kind="bottleneck", strides=2,
+               se_ratio=1 / 16, stride_in_3x3=True, name="b")
+    assert m.get_layer("b_1_conv").strides == (1, 1) and m.get_layer("b_2_conv").strides == (2, 2)
+    assert m.get_layer("b_se_reduce").kernel.shape == (1, 1, 64, 4)
+    add_inputs = {t._keras_history[0].name for t in keras.tree.flatten(m.get_layer("b_add").input)}
+    assert add_inputs == {"b_0_bn", "b_se_excite"}
+    default = _model(blocks.residual_block, shape=(8, 8, 32), filters=16, kind="bottleneck", strides=2, name="b")
+    assert default.get_layer("b_1_conv").strides == (2, 2)  # keras.applications' place
+
+
 def test_highway_gates_carry_and_transform():
     x = np.random.default_rng(3).normal(size=(2, 8, 8, 8)).astype("float32")
     carry = _model(blocks.highway_block, gate_bias=-50.0, name="h")

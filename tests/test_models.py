@@ -22,6 +22,8 @@ def _run(model, x):
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
+# models whose top is not a classifier: the last axis of their output for a number of classes
+OUTPUT_CHANNELS = {"yolo_v1": lambda classes: 2 * 5 + classes}  # S x S x (B * 5 + C)
 HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19"}
 # one model per family for the pooling options (the pooling code is shared by every builder)
 POOLING_MODELS = ["lenet5", "alexnet", "vgg11", "resnet18", "resnet50_v2", "densenet121", "mobilenet",
@@ -48,7 +50,7 @@ def test_classifier_forward_gradients_and_keras_round_trip(name, tmp_path):
     model = kerascnn.create_model(name, input_shape=shape, classes=3)
     x = _batch(shape)
     y = _run(model, x)
-    assert y.shape[0] == 2 and y.shape[-1] == 3
+    assert y.shape[0] == 2 and y.shape[-1] == OUTPUT_CHANNELS.get(name, lambda classes: classes)(3)
     assert np.all(np.isfinite(y))
 
     weights = tf.constant(np.random.default_rng(1).normal(size=y.shape).astype("float32"))
@@ -120,6 +122,15 @@ def test_imagenet_weights_need_three_channels():
         kerascnn.create_model("resnet50", input_shape=(64, 64, 1), weights="imagenet")
     with pytest.raises(ValueError, match="no ImageNet weights exist for this model"):
         kerascnn.create_model("resnet18", weights="imagenet")
+
+
+def test_yolo_v1_arguments():
+    with pytest.raises(ValueError, match=r"input sides must be multiples of 64 .* got \(100, 128, 3\)"):
+        kerascnn.create_model("yolo_v1", input_shape=(100, 128, 3))
+    with pytest.raises(ValueError, match="classifier_activation must be None, got 'softmax'"):
+        kerascnn.create_model("yolo_v1", input_shape=(64, 64, 3), classifier_activation="softmax")
+    model = kerascnn.create_model("yolo_v1", input_shape=(128, 192, 3), classes=4, boxes_per_cell=3)
+    assert model.output_shape == (None, 2, 3, 3 * 5 + 4)  # S = input / 64 on each side
 
 
 def test_alexnet_groups_argument():

@@ -46,6 +46,43 @@ def test_headless_build_equals_cut_graph():
     assert kerascnn.create_model("mobilenet_v2", include_top=False).count_params() == REFERENCE["mobilenet_v2"][1]
 
 
+@pytest.mark.parametrize("name,count", [("squeezenet1_0", 1_248_424), ("squeezenet1_1", 1_235_496)])
+def test_squeezenet_torchvision_counts(name, count):
+    """torchvision's counts (no BatchNorm in SqueezeNet, so Keras and PyTorch count alike)."""
+    model = kerascnn.create_model(name)
+    assert not model.non_trainable_weights
+    assert model.count_params() == count
+
+
+def test_squeezenet_pools_round_up_as_torchvision():
+    """torchvision's MaxPool2d(3, 2, ceil_mode=True): n -> ceil((n - 3) / 2) + 1."""
+    ceil_pool = lambda n: -(-(n - 3) // 2) + 1  # noqa: E731
+    for name, stem, size in [("squeezenet1_0", 7, 224), ("squeezenet1_1", 3, 224), ("squeezenet1_0", 7, 231)]:
+        model = kerascnn.create_model(name, input_shape=(size, size, 3), features_only=True)
+        sizes = [(size - stem) // 2 + 1]
+        for _ in range(3):
+            sizes.append(ceil_pool(sizes[-1]))
+        assert [out.shape[1] for out in model.outputs] == sizes, name
+
+
+def test_se_resnet50_timm_count():
+    """timm's ``seresnet50``: 28,088,024 parameters (PyTorch does not count BatchNorm's running
+    mean and variance, Keras does). Convert explicitly: Keras' count minus two per BN channel."""
+    model = kerascnn.create_model("se_resnet50")
+    bn_channels = sum(layer.gamma.shape[0] for layer in model.layers
+                      if isinstance(layer, keras.layers.BatchNormalization))
+    moving = sum(int(w.shape[0]) for w in model.non_trainable_weights)
+    assert moving == 2 * bn_channels  # the only weights Keras counts that PyTorch does not
+    assert model.count_params() - 2 * bn_channels == 28_088_024
+    # the SE modules alone: fc1 (C -> C/16) and fc2 (C/16 -> C) with biases after every block
+    se = sum(2 * c * (c // 16) + c // 16 + c for c, blocks in ((256, 3), (512, 4), (1024, 6), (2048, 3))
+             for _ in range(blocks))
+    resnet50 = kerascnn.create_model("resnet50")  # keras' ResNet50 keeps conv biases: remove them
+    conv_biases = sum(layer.bias.shape[0] for layer in resnet50.layers
+                      if isinstance(layer, keras.layers.Conv2D) and layer.use_bias)
+    assert model.count_params() == resnet50.count_params() - conv_biases + se
+
+
 def test_lenet5_paper_count():
     assert kerascnn.create_model("lenet5").count_params() == 61_706
 
@@ -55,3 +92,20 @@ def test_alexnet_paper_counts(groups, count):
     model = kerascnn.create_model("alexnet", groups=groups)
     assert model.input_shape == (None, 227, 227, 3)
     assert model.count_params() == count
+
+
+def test_yolo_v1_paper_count():
+    """Figure 3 of Redmon et al. 2016 read layer by layer (kernel, filters), written out flat
+    here independently of the model's table: 24 convs with biases, FC 4096, FC 7x7x30."""
+    convs = [(7, 64), (3, 192), (1, 128), (3, 256), (1, 256), (3, 512)]
+    convs += [(1, 256), (3, 512)] * 4 + [(1, 512), (3, 1024)]
+    convs += [(1, 512), (3, 1024)] * 2 + [(3, 1024)] * 4
+    assert len(convs) == 24
+    count, channels = 0, 3
+    for kernel, filters in convs:
+        count += kernel * kernel * channels * filters + filters
+        channels = filters
+    count += (7 * 7 * 1024 + 1) * 4096 + (4096 + 1) * 7 * 7 * 30
+    model = kerascnn.create_model("yolo_v1")
+    assert model.output_shape == (None, 7, 7, 30)
+    assert model.count_params() == count == 271_703_550

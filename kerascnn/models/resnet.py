@@ -1,5 +1,8 @@
 """ResNet (He et al. 2015) and ResNetV2 (He et al. 2016, pre-activation), from one table.
 
+``se_resnet50`` (Hu et al. 2018) is ResNet-50 with squeeze-and-excitation (ratio 1/16) on the
+residual of every bottleneck, before the addition, the stride in the 3x3 convs and no conv
+biases: timm's ``seresnet50`` layout, 28,088,024 parameters in PyTorch's count.
 ``resnet50``/``101``/``152`` are keras.applications ``ResNet50``/``101``/``152`` layer for layer
 (same names, same parameter counts) and ``resnet*_v2`` are ``ResNet50V2``..., so ImageNet
 weights port by name. ``resnet18``/``34`` use basic blocks without conv biases (as torchvision).
@@ -35,7 +38,11 @@ ARCHS: dict[str, tuple[str, tuple[int, ...], bool, str | None]] = {
     "resnet50_v2": ("bottleneck", (3, 4, 6, 3), True, "ResNet50V2"),
     "resnet101_v2": ("bottleneck", (3, 4, 23, 3), True, "ResNet101V2"),
     "resnet152_v2": ("bottleneck", (3, 8, 36, 3), True, "ResNet152V2"),
+    "se_resnet50": ("bottleneck", (3, 4, 6, 3), False, None),
 }
+# squeeze-and-excitation ratio of the SE-ResNets (timm's SEModule: reduced channels = channels // 16,
+# here always a multiple of its divisor 8, fc1 and fc2 with biases, ReLU, sigmoid gate)
+SE_RATIOS = {"se_resnet50": 1 / 16}
 
 
 def block_plan(arch: str) -> list[list[tuple[str, int, int]]]:
@@ -73,6 +80,8 @@ def feature_info(arch: str) -> list[dict]:
 def _body(arch: str):
     kind, _, preact, keras_name = ARCHS[arch]
     use_bias = True if keras_name and not preact else None  # keras' v1 keeps biases before BN
+    se_ratio = SE_RATIOS.get(arch)
+    se = {"se_ratio": se_ratio, "stride_in_3x3": True} if se_ratio else {}
 
     def body(x) -> list:
         x = layers.ZeroPadding2D(((3, 3), (3, 3)), name="conv1_pad")(x)
@@ -83,7 +92,7 @@ def _body(arch: str):
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
         for stage in block_plan(arch):
             for block_name, width, stride in stage:
-                x = residual_block(x, width, kind, stride, preact=preact, use_bias=use_bias, name=block_name)
+                x = residual_block(x, width, kind, stride, preact=preact, use_bias=use_bias, name=block_name, **se)
             features.append(x)
         if preact:
             x = layers.BatchNormalization(axis=-1, epsilon=1.001e-5, name="post_bn")(x)
@@ -103,11 +112,14 @@ def _register(arch: str):
     preact, keras_name = ARCHS[arch][2], ARCHS[arch][3]
     paper = "He et al. 2016, Identity Mappings in Deep Residual Networks" if preact else (
         "He et al. 2015, Deep Residual Learning for Image Recognition")
+    preprocessing = "tf" if preact else "caffe"
+    if arch in SE_RATIOS:
+        paper, preprocessing = f"Hu et al. 2018, Squeeze-and-Excitation Networks; timm {arch.replace('_', '')}", "torch"
     return register_model(
         arch,
         feature_info=feature_info(arch),
         reference=f"{paper}; keras.applications.{keras_name}" if keras_name else paper,
-        preprocessing="tf" if preact else "caffe",
+        preprocessing=preprocessing,
     )
 
 
@@ -167,11 +179,19 @@ def resnet152_v2(**kwargs: Any) -> keras.Model:
     return _create("resnet152_v2", **kwargs)
 
 
-for _fn in (resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_v2, resnet101_v2, resnet152_v2):
+@_register("se_resnet50")
+def se_resnet50(**kwargs: Any) -> keras.Model:
+    return _create("se_resnet50", **kwargs)
+
+
+for _fn in (resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_v2, resnet101_v2, resnet152_v2,
+            se_resnet50):
     _kind, _depths, _preact, _keras = ARCHS[_fn.__name__]
     _fn.__doc__ = _DOC.format(
-        title=f"ResNet-{sum(_depths) * (3 if _kind == 'bottleneck' else 2) + 2}"
+        title=("SE-" if _fn.__name__ in SE_RATIOS else "")
+        + f"ResNet-{sum(_depths) * (3 if _kind == 'bottleneck' else 2) + 2}"
         + (" v2 (pre-activation)" if _preact else "")
-        + (f", keras.applications.{_keras} layer for layer" if _keras else f" ({_kind} blocks)"),
+        + (f", keras.applications.{_keras} layer for layer" if _keras else f" ({_kind} blocks)")
+        + (", timm's seresnet50 layout" if _fn.__name__ in SE_RATIOS else ""),
         imagenet=f" (keras.applications.{_keras}'s)" if _keras else " (not available)",
     )
