@@ -24,6 +24,11 @@ from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
 
 PROGRESS_MIN_ITEMS = 64  # show a progress bar from this many inputs on
+FLIPS = ("none", "coarse", "all")
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -149,8 +154,10 @@ class FacePipeline:
         alignment: where the face's points go in the crop (an
             :class:`kerascnn.face.align.AlignmentTemplate`); default the one in the model's card
             when the model is given by name or path, else the InsightFace template.
-        flip: test-time flip: each embedding is the mean of those of the crop and its mirror
-            image; default the card's ``test_time_flip`` (False without a card).
+        flip: test-time flip, the mean of the embeddings of a crop and of its mirror image:
+            ``"all"`` faces (or True), ``"coarse"`` (only faces aligned without five landmarks:
+            Haar's eyes or box) or ``"none"`` (or False); default the card's ``test_time_flip``
+            (``"none"`` without a card).
         box_scales: for faces aligned without five landmarks (Haar's eyes or box), also embed
             crops of the box scaled by these factors and average (a box is a coarse guide to
             where the face is; averaging over its scale steadies the embedding); default the
@@ -171,7 +178,11 @@ class FacePipeline:
 
         given = hasattr(model, "input_shape")  # a Keras model: no card to read
         self.alignment = alignment or (DEFAULT_TEMPLATE if given else load_alignment(model))
-        self.flip = bool(flip if flip is not None else (False if given else card_option(model, "test_time_flip", False)))
+        if flip is None:
+            flip = "none" if given else card_option(model, "test_time_flip", "none")
+        self.flip = {True: "all", False: "none"}.get(flip, flip)
+        if self.flip not in FLIPS:
+            raise ValueError(f"flip must be one of {FLIPS} (or a bool), got {flip!r}")
         if box_scales is None:
             box_scales = () if given else card_option(model, "box_scales", ())
         self.box_scales = tuple(float(v) for v in box_scales if float(v) != 1.0)
@@ -211,7 +222,15 @@ class FacePipeline:
         return crops
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``, batched."""
+        """Unit embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``,
+        batched; with ``flip="all"`` each is the mean with its mirror image's."""
+        emb = self._embed(crops)
+        if self.flip == "all" and len(emb):
+            emb = _unit(emb + self._embed(np.asarray(crops)[:, :, ::-1]))
+        return emb
+
+    def _embed(self, crops: np.ndarray) -> np.ndarray:
+        """Unit embeddings of crops through the model (one ``tf.function``, batches)."""
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
@@ -219,14 +238,14 @@ class FacePipeline:
             crops = (crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
         fn = self._compiled()
         out = [fn(crops[i:i + self.batch_size].astype(np.float32)).numpy() for i in range(0, len(crops), self.batch_size)]
-        emb = np.concatenate(out).astype(np.float32)
-        if self.flip:
-            mirror = crops[:, :, ::-1]
-            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            flipped = np.concatenate([fn(mirror[i:i + self.batch_size].astype(np.float32)).numpy()
-                                      for i in range(0, len(crops), self.batch_size)]).astype(np.float32)
-            emb = emb + flipped / np.maximum(np.linalg.norm(flipped, axis=1, keepdims=True), 1e-12)
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return _unit(np.concatenate(out).astype(np.float32))
+
+    def _face_crops(self, item: _Item) -> list[np.ndarray]:
+        """Every crop one face is embedded from: its crop, its box-scale crops, their mirrors."""
+        crops = [item.crop] + item.extra
+        if self.flip == "all" or (self.flip == "coarse" and item.result.alignment != "landmarks"):
+            crops += [c[:, ::-1] for c in crops]
+        return crops
 
     def _compiled(self):
         """The model call as a ``tf.function`` with a free batch dimension (one trace)."""
@@ -262,12 +281,12 @@ class FacePipeline:
         crops = np.stack([it.crop for it in good]) if good else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         embeddings = np.full((len(items), self.embedding_dim), np.nan, np.float32)
         rows = [i for i, it in enumerate(items) if it.crop is not None]
-        embeddings[rows] = self.embed_crops(crops)
-        extra = [(row, crop) for row, it in zip(rows, good) for crop in it.extra]
-        if extra:  # the mean of the unit embeddings of every crop of a face, scaled to unit length
-            more = self.embed_crops(np.stack([c for _, c in extra]))
-            np.add.at(embeddings, [r for r, _ in extra], more)
-            embeddings[rows] /= np.linalg.norm(embeddings[rows], axis=1, keepdims=True)
+        # each face: the mean of the unit embeddings of all its crops, scaled to unit length
+        flat = [(row, crop) for row, it in zip(rows, good) for crop in self._face_crops(it)]
+        if flat:
+            embeddings[rows] = 0.0
+            np.add.at(embeddings, [r for r, _ in flat], self._embed(np.stack([c for _, c in flat])))
+            embeddings[rows] = _unit(embeddings[rows])
         all_crops = None
         if keep_crops:
             all_crops = np.zeros((len(items), self.image_size, self.image_size, 3), np.uint8)
