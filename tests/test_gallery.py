@@ -319,7 +319,7 @@ def test_search_matches_slow_reference(gallery, rng):
 
 
 def test_search_in_chunks_equals_whole(gallery, rng, monkeypatch):
-    import kerascnn.face.gallery as module
+    import kerascnn.face.gallery.index as module
 
     for i in range(5):
         gallery.enroll(f"p{i}", unit(rng, 2))
@@ -565,7 +565,7 @@ class _RacingConnection:
 
 @pytest.mark.parametrize("fails", [3, 10_000])
 def test_journal_mode_switch_racing_another_process_is_retried(tmp_path, monkeypatch, fails):
-    import kerascnn.face.gallery as module
+    import kerascnn.face.gallery.sqlite as module
 
     connections = []
     real_connect = sqlite3.connect
