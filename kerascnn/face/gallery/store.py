@@ -16,7 +16,7 @@ import abc
 import contextlib
 from typing import Any, Protocol
 
-from kerascnn.errors import GalleryCorruptError
+from kerascnn.errors import GalleryCorruptError, GalleryNotFoundError
 
 FORMAT_VERSION = 1
 SCHEMA_TABLES = frozenset({"metadata", "identities", "templates"})
@@ -77,6 +77,7 @@ class GalleryStore(abc.ABC):
             metadata: the rows of ``metadata`` of a new gallery.
 
         Raises:
+            GalleryNotFoundError: an empty database and ``create`` is false.
             GalleryCorruptError: a database of other tables, or a gallery of another format version.
         """
         with self.reading() as conn:
@@ -89,6 +90,11 @@ class GalleryStore(abc.ABC):
                     conn.executemany("INSERT INTO metadata (key, value) VALUES (?, ?)", list(metadata.items()))
             with self.reading() as conn:
                 tables = self.tables(conn)
+        if not tables and not create:
+            raise GalleryNotFoundError(
+                f"gallery {self.location} does not exist: the {self.kind} has no gallery tables "
+                "(enroll or import into it to create them)"
+            )
         if not SCHEMA_TABLES <= tables:
             found = ", ".join(sorted(tables)) or "none"
             raise GalleryCorruptError(
@@ -113,7 +119,10 @@ def is_url(location: Any) -> bool:
 
 
 # URL scheme -> "module:class" of its store; a file path opens the SQLite store.
-STORES = {}
+STORES = {
+    "postgresql": "kerascnn.face.gallery.postgres:PostgresStore",
+    "postgres": "kerascnn.face.gallery.postgres:PostgresStore",
+}
 
 
 def open_store(location: Any, create: bool, timeout: float, read_only: bool) -> GalleryStore:
