@@ -18,6 +18,8 @@ import pytest
 
 from kerascnn.face.gallery import Gallery
 
+from _gallery_stores import location, new_location, postgres_server, raw_query, store  # noqa: F401 (fixtures)
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
@@ -83,8 +85,8 @@ def test_gallery_imports_without_tensorflow():
     assert out.stdout.strip() == "[]"
 
 
-def test_two_processes_enrolling_at_once_keep_every_template(tmp_path):
-    path, n = tmp_path / "g.db", 40
+def test_two_processes_enrolling_at_once_keep_every_template(location):
+    path, n = location, 40
     children = [
         subprocess.Popen([sys.executable, "-c", CHILD_ENROLL, str(path), tag, str(n)], env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -110,12 +112,13 @@ with Gallery(sys.argv[1], timeout=20) as g:
 '''
 
 
-def test_many_processes_creating_the_same_gallery_all_enroll(tmp_path):
+def test_many_processes_creating_the_same_gallery_all_enroll(store, new_location):
     """8 processes opening one new gallery together (SQLite refuses a journal-mode switch that
     races another connection at once, without its busy wait: before the retry about 1 child in 50
-    failed; tests/test_gallery.py checks the retry deterministically)."""
-    for trial in range(6):
-        path = tmp_path / f"g{trial}.db"
+    failed; tests/test_gallery.py checks the retry deterministically. PostgreSQL: the schema is
+    created under the write lock, once)."""
+    for trial in range(6 if store == "sqlite" else 2):
+        path = new_location(f"g{trial}")
         children = [subprocess.Popen([sys.executable, "-c", CHILD_FIRST_ENROLL, str(path), str(i)], env=ENV,
                                      stderr=subprocess.PIPE, text=True) for i in range(8)]
         errors = [child.communicate(timeout=120)[1] for child in children]
@@ -124,8 +127,8 @@ def test_many_processes_creating_the_same_gallery_all_enroll(tmp_path):
             assert sorted(i.name for i in g.identities()) == [f"p{i}" for i in range(8)]
 
 
-def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
-    folder, path = tmp_path / "faces", tmp_path / "g.db"
+def test_killed_enrollment_keeps_every_committed_identity(tmp_path, location):
+    folder, path = tmp_path / "faces", location
     names = [f"person{i:03d}" for i in range(120)]
     for name in names:
         (folder / name).mkdir(parents=True)
@@ -136,7 +139,7 @@ def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until it is well into the enrollment
-            if path.exists() and _committed(path) >= 10:
+            if _committed(path) >= 10:
                 break
             assert child.poll() is None, child.stderr.read().decode()
             time.sleep(0.05)
@@ -145,9 +148,8 @@ def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
 
-    con = sqlite3.connect(path)
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
+    if isinstance(path, Path):
+        assert raw_query(path, "PRAGMA integrity_check") == [("ok",)]
     namespace: dict = {}
     exec(PIPELINE, namespace)
     pipeline = namespace["SlowPipeline"]()
@@ -168,8 +170,17 @@ def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
         assert [(i.name, i.templates) for i in g.identities()] == [(name, 3) for name in names]
 
 
-def _committed(path: Path) -> int:
+def _committed(path) -> int:
     """Identities committed so far, read by another connection while the child writes."""
+    if not isinstance(path, Path):
+        import psycopg
+
+        try:
+            return raw_query(path, "SELECT COUNT(*) FROM identities")[0][0]
+        except psycopg.errors.UndefinedTable:  # the child has not written the schema yet
+            return 0
+    if not path.exists():
+        return 0
     con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         return con.execute("SELECT COUNT(*) FROM identities").fetchone()[0]

@@ -600,9 +600,13 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
 
 # --- helpers -------------------------------------------------------------------------------------
 def _identity_id_or_add(conn: Connection, name: str, created: str) -> int:
-    """The id of identity ``name``, added (created ``created``) if it is not enrolled."""
-    conn.execute("INSERT INTO identities (name, created) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, created))
-    return conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0]
+    """The id of identity ``name``, added (created ``created``) if it is not enrolled (writers are
+    serialized, so no other transaction adds it meanwhile)."""
+    row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO identities (name, created) VALUES (?, ?)", (name, created))
+        row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+    return row[0]
 
 
 def _set_meta(conn: Connection, key: str, value: str) -> None:
