@@ -144,7 +144,7 @@ def test_created_owner_only_in_wal_mode_with_metadata(tmp_path, rng):
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     meta = dict(con.execute("SELECT key, value FROM metadata"))
-    assert meta["format_version"] == "1" and json.loads(meta["model_identity"]) == IDENTITY
+    assert meta["format_version"] == "2" and json.loads(meta["model_identity"]) == IDENTITY
     blob, source = con.execute("SELECT embedding, source_sha256 FROM templates").fetchone()
     assert isinstance(blob, bytes) and len(blob) == DIM * 4 and source is None  # raw float32, no pickle
     con.close()
@@ -196,7 +196,7 @@ def test_foreign_sqlite_schema_is_corrupt_and_untouched(tmp_path):
 def test_newer_format_version_refused(location):
     Gallery(location, IDENTITY).close()
     raw_query(location, "UPDATE metadata SET value = '99' WHERE key = 'format_version'")
-    with pytest.raises(GalleryCorruptError, match="format version 99, this kerascnn reads version 1"):
+    with pytest.raises(GalleryCorruptError, match="format version 99, this kerascnn reads versions 1 to 2"):
         Gallery(location)
     assert raw_query(location, "SELECT value FROM metadata WHERE key = 'format_version'") == [("99",)]
 
@@ -221,7 +221,7 @@ def test_postgres_holds_raw_float32_and_the_model(postgres_server, rng):
         g.enroll("alice", unit(rng, 2), sources=[b"a", None])
         assert "s3cret" not in g.location and "***" in g.location and "s3cret" not in repr(g)
     meta = dict(raw_query(url, "SELECT key, value FROM metadata"))
-    assert meta["format_version"] == "1" and json.loads(meta["model_identity"]) == IDENTITY
+    assert meta["format_version"] == "2" and json.loads(meta["model_identity"]) == IDENTITY
     rows = raw_query(url, "SELECT embedding, source_sha256 FROM templates ORDER BY id")
     assert [len(bytes(b)) for b, _ in rows] == [DIM * 4] * 2  # raw float32, no pickle
     assert rows[0][1] == hashlib.sha256(b"a").hexdigest() and rows[1][1] is None

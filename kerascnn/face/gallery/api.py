@@ -47,6 +47,8 @@ from kerascnn.face.gallery.records import (
 )
 from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore, is_url, open_store
 
+_FULL_RELOAD = 1000  # more identities changed than this (and than a quarter of the index): reload all
+
 
 class Gallery:
     """Enrolled identities and their face templates, in one store.
@@ -113,15 +115,26 @@ class Gallery:
         return self._store.location
 
     @contextlib.contextmanager
-    def _transaction(self, bump: bool = True) -> Iterator[Connection]:
-        """One write transaction, bumping the change counter on commit."""
+    def _transaction(self) -> Iterator[Connection]:
+        """One write transaction. On commit it bumps the change counter and logs, under the new
+        counter, every identity the block passed to :meth:`_touch` (searching processes read that
+        log to update their index)."""
         self._check_writable()
+        self._touched = set()
         with self._store.writing() as conn:
             yield conn
-            if bump:
-                conn.execute(
-                    "UPDATE metadata SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'"
-                )
+            conn.execute(
+                "UPDATE metadata SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'"
+            )
+            if self._touched and self._store.change_log:
+                generation = int(self._meta("generation", conn))
+                conn.executemany("INSERT INTO changes (generation, identity_id) VALUES (?, ?)",
+                                 [(generation, i) for i in sorted(self._touched)])
+
+    def _touch(self, identity_id: int) -> int:
+        """Record that the current transaction changes identity ``identity_id``; returns it."""
+        self._touched.add(int(identity_id))
+        return identity_id
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -232,7 +245,7 @@ class Gallery:
         with self._transaction() as conn:
             self._check_model(identity, conn)
             self._adopt_model(conn, identity, embeddings.shape[1])
-            identity_id = _identity_id_or_add(conn, name, created)
+            identity_id = self._touch(_identity_id_or_add(conn, name, created))
             cursor = conn.executemany(
                 "INSERT INTO templates (identity_id, embedding, source_sha256, created) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -372,7 +385,7 @@ class Gallery:
             UnknownIdentityError: ``name`` is not enrolled.
         """
         with self._transaction() as conn:
-            identity_id = self._identity_id(conn, name)
+            identity_id = self._touch(self._identity_id(conn, name))
             count = conn.execute("DELETE FROM templates WHERE identity_id = ?", (identity_id,)).rowcount
             conn.execute("DELETE FROM identities WHERE id = ?", (identity_id,))
         return count
@@ -386,7 +399,7 @@ class Gallery:
         """
         new = check_name(new)
         with self._transaction() as conn:
-            identity_id = self._identity_id(conn, old)
+            identity_id = self._touch(self._identity_id(conn, old))
             if conn.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise GalleryInputError(f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
             conn.execute("UPDATE identities SET name = ? WHERE id = ?", (new, identity_id))
@@ -484,7 +497,7 @@ class Gallery:
             for item in header.get("empty_identities", []):
                 _identity_id_or_add(conn, check_name(item["name"]), str(item["created"]))
             for name, record, embedding in zip(names, records, embeddings):
-                identity_id = _identity_id_or_add(conn, name, str(record["identity_created"]))
+                identity_id = self._touch(_identity_id_or_add(conn, name, str(record["identity_created"])))
                 digest = record.get("source") or None
                 if digest is not None and not is_sha256(digest):
                     raise GalleryCorruptError(f"{source}: source {digest!r} of {name!r} is not a sha256 digest")
@@ -532,29 +545,56 @@ class Gallery:
                 f"queries have dimension {queries.shape[1]}, gallery {self.location} holds {cache.matrix.shape[1]}-d "
                 f"templates (queries shape {queries.shape})"
             )
-        k = min(int(k), len(cache.names))
+        k = min(int(k), cache.identities)
         if self.index == "faiss":
             return cache.search_faiss(queries, k, self.nprobe)
         return cache.search_exact(queries, k)
 
     def _load(self) -> SearchIndex:
-        """The in-memory template matrix, reloaded when the change counter has moved."""
-        generation = self._meta("generation")
-        if self._cache is not None and self._cache.generation == generation:
-            return self._cache
+        """The in-memory index, brought up to date when the change counter has moved.
+
+        Only the identities that the change log names since the index's generation are read
+        again (a full load the first time, after many changes, or without a change log).
+        """
+        cache = self._cache
+        if cache is not None and cache.generation == int(self._meta("generation")):
+            return self._nonempty(cache)
         with self._reading() as conn:
-            generation = self._meta("generation", conn)
+            generation = int(self._meta("generation", conn))
             dim = int(self._meta("embedding_dim", conn) or 0)
-            rows = conn.execute(
-                "SELECT i.id, t.id, i.name, t.embedding FROM identities i JOIN templates t ON t.identity_id = i.id"
-            ).fetchall()
-        if not rows:
-            raise EmptyGalleryError(f"gallery {self.location} is empty: enroll someone before searching")
+            touched = None
+            if cache is not None and cache.dim == dim and self._store.change_log:
+                touched = {r[0] for r in conn.execute(
+                    "SELECT DISTINCT identity_id FROM changes WHERE generation > ? AND generation <= ?",
+                    (cache.generation, generation),
+                )}
+                if len(touched) > max(_FULL_RELOAD, cache.identities // 4):
+                    touched = None
+            if touched is None:
+                cache = SearchIndex(dim)
+                rows = conn.execute(
+                    "SELECT i.id, t.id, i.name, t.embedding FROM identities i JOIN templates t ON t.identity_id = i.id"
+                ).fetchall()
+            else:
+                ids = sorted(touched)
+                rows = []
+                for start in range(0, len(ids), 500):
+                    part = ids[start:start + 500]
+                    rows += conn.execute(
+                        "SELECT i.id, t.id, i.name, t.embedding FROM identities i JOIN templates t "
+                        f"ON t.identity_id = i.id WHERE i.id IN ({', '.join('?' * len(part))})", part,
+                    ).fetchall()
         rows.sort(key=lambda r: (r[0], r[1]))
-        names = [r[2] for r in rows]
-        matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(names), dim).astype(np.float32)
-        self._cache = SearchIndex(generation, names, _unit(matrix))
-        return self._cache
+        matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        matrix = _unit(matrix) if rows else matrix
+        cache.replace(generation, touched or (), [(r[0], r[2], v) for r, v in zip(rows, matrix)])
+        self._cache = cache
+        return self._nonempty(cache)
+
+    def _nonempty(self, cache: SearchIndex) -> SearchIndex:
+        if cache.size == 0:
+            raise EmptyGalleryError(f"gallery {self.location} is empty: enroll someone before searching")
+        return cache
 
 
 @contextlib.contextmanager

@@ -20,12 +20,16 @@ from kerascnn.errors import GalleryCorruptError, GalleryError, GalleryLockedErro
 from kerascnn.face.gallery.store import SCHEMA_TABLES, GalleryStore
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_DDL = [
+_DDL_V1 = [
     "CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT)",
     "CREATE TABLE identities (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created TEXT NOT NULL)",
     "CREATE TABLE templates (id INTEGER PRIMARY KEY, identity_id INTEGER NOT NULL REFERENCES identities(id), "
     "embedding BLOB NOT NULL, source_sha256 TEXT, created TEXT NOT NULL)",
     "CREATE UNIQUE INDEX templates_source ON templates(identity_id, source_sha256)",
+]
+_DDL_V2 = [
+    "CREATE TABLE changes (generation INTEGER NOT NULL, identity_id INTEGER NOT NULL)",
+    "CREATE INDEX changes_generation ON changes(generation)",
 ]
 
 
@@ -80,8 +84,8 @@ class SQLiteStore(GalleryStore):
         return True
 
     # -- the store interface ----------------------------------------------------------------------
-    def ddl(self) -> list[str]:
-        return list(_DDL)
+    def ddl(self, since: int = 0) -> list[str]:
+        return (_DDL_V1 if since < 1 else []) + _DDL_V2
 
     def tables(self, conn: sqlite3.Connection) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from kerascnn.errors import GalleryCorruptError, GalleryNotFoundError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the change log (table changes); version 1 is upgraded when opened writable
 SCHEMA_TABLES = frozenset({"metadata", "identities", "templates"})
 
 
@@ -44,11 +44,14 @@ class GalleryStore(abc.ABC):
     kind: str
     read_only: bool
     timeout: float
+    change_log: bool = True  # false for a version 1 gallery opened read-only (no table changes)
 
     @abc.abstractmethod
-    def ddl(self) -> list[str]:
-        """The statements that create the three tables and the unique index
-        ``templates(identity_id, source_sha256)`` in this database's dialect."""
+    def ddl(self, since: int = 0) -> list[str]:
+        """The statements that bring a schema of format version ``since`` (0: none) to
+        :data:`FORMAT_VERSION`, in this database's dialect: version 1 is the tables ``metadata``,
+        ``identities``, ``templates`` and the unique index ``templates(identity_id,
+        source_sha256)``; version 2 adds ``changes(generation, identity_id)`` indexed by generation."""
 
     @abc.abstractmethod
     def tables(self, conn: Connection) -> set[str]:
@@ -101,13 +104,27 @@ class GalleryStore(abc.ABC):
                 f"{self.location} is not a kerascnn gallery: expected tables {', '.join(sorted(SCHEMA_TABLES))}, "
                 f"found {found} (the {self.kind} was left untouched)"
             )
-        with self.reading() as conn:
-            row = conn.execute("SELECT value FROM metadata WHERE key = ?", ("format_version",)).fetchone()
-        version = None if row is None else row[0]
-        if version != str(FORMAT_VERSION):
+        version = self._version()
+        if version == "1" and not self.read_only:
+            with self.writing() as conn:
+                if self._version(conn) == "1":  # not upgraded by another process meanwhile
+                    for statement in self.ddl(since=1):
+                        conn.execute(statement)
+                    conn.execute("UPDATE metadata SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+            version = self._version()
+        if version not in {str(v) for v in range(1, FORMAT_VERSION + 1)}:
             raise GalleryCorruptError(
-                f"gallery {self.location} has format version {version}, this kerascnn reads version {FORMAT_VERSION}"
+                f"gallery {self.location} has format version {version}, this kerascnn reads versions 1 to "
+                f"{FORMAT_VERSION}"
             )
+        self.change_log = version == str(FORMAT_VERSION)
+
+    def _version(self, conn: Connection | None = None) -> str | None:
+        if conn is None:
+            with self.reading() as conn:
+                return self._version(conn)
+        row = conn.execute("SELECT value FROM metadata WHERE key = ?", ("format_version",)).fetchone()
+        return None if row is None else row[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r}, read_only={self.read_only})"
