@@ -639,3 +639,95 @@ def test_journal_mode_switch_racing_another_process_is_retried(tmp_path, monkeyp
         with pytest.raises(GalleryLockedError, match=r"g\.db is locked by another process \(waited 0.2 s\)"):
             Gallery(tmp_path / "g.db", IDENTITY, timeout=0.2)
         assert connections[0].tries > 3
+
+
+# --- compact exact search and incremental updates ------------------------------------------------
+def test_int8_error_bound_holds():
+    from kerascnn.face.gallery.index import quantize
+
+    rng = np.random.default_rng(3)
+    templates, queries = unit(rng, 500, 64), unit(rng, 50, 64)
+    codes, scales, errors = quantize(templates)
+    assert codes.dtype == np.int8 and np.abs(codes).max() == 127
+    exact = queries.astype(np.float64) @ templates.T.astype(np.float64)
+    approx = (queries.astype(np.float64) @ codes.T.astype(np.float64)) * scales
+    assert (np.abs(exact - approx) <= errors + 1e-9).all()
+    assert 0 < errors.max() < 0.02  # a real, small error
+
+
+@pytest.mark.parametrize("per_identity", [1, 3])
+def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypatch):
+    from kerascnn.face.gallery import index as module
+    from kerascnn.face.gallery.index import SearchIndex
+
+    rng = np.random.default_rng(per_identity)
+    n, d = 3000, 32
+    templates = unit(rng, n, d)
+    owners = np.arange(n) // per_identity
+    index = SearchIndex(d)
+    index.replace(1, [], [(int(o), f"id{o}", t) for o, t in zip(owners, templates)])
+    picked = rng.integers(0, n, 40)
+    probes = np.concatenate([templates[picked] + 0.6 * unit(rng, 40, d), unit(rng, 10, d)])  # noisy, and near no one
+    probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+    for k in (1, 5):
+        monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)  # every chunk: the float32 product
+        names_f, scores_f = index.search_exact(probes, k)
+        monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 64)  # every chunk: the int8 scan and re-rank
+        with monkeypatch.context() as m:
+            m.setattr(SearchIndex, "_top_float32", None)  # (not used)
+            names_c, scores_c = index.search_exact(probes, k)
+        assert names_c.tolist() == names_f.tolist()  # recall@k = 1.0 against float32 exact search
+        np.testing.assert_allclose(scores_c, scores_f, atol=1e-6)
+        people = {f"id{o}": templates[owners == o] for o in range(owners.max() + 1)}
+        ref_names, ref_scores = reference_search(people, probes[::5], k)  # slow, obvious, float64
+        assert names_c[::5].tolist() == ref_names
+        np.testing.assert_allclose(scores_c[::5], ref_scores, atol=1e-5)
+    assert (names_c[:40, 0] == np.array([f"id{o}" for o in owners[picked]], dtype=object)).all()
+
+
+def test_index_follows_changes_incrementally(location, rng):
+    with Gallery(location, IDENTITY) as reader, Gallery(location, IDENTITY) as writer:
+        people = {f"p{i}": unit(rng, 2) for i in range(6)}
+        for name, ts in people.items():
+            writer.enroll(name, ts)
+        assert reader.search(people["p0"][0])[0].tolist() == [["p0"]]
+        index = reader._cache
+        assert index.last_fetched == 12  # the first search loads everything
+        writer.enroll("new", unit(rng, 3))
+        writer.enroll("p1", unit(rng, 1))  # one more template of an enrolled identity
+        writer.remove("p2")
+        writer.rename("p3", "ann")
+        names, _ = reader.search(np.concatenate([people["p2"], people["p3"]]), k=7)
+        assert reader._cache is index and index.last_fetched == 3 + 3 + 0 + 2  # only what changed is read
+        assert "p2" not in names.ravel() and "p3" not in names.ravel() and names[2, 0] == "ann"
+        fresh = Gallery(location, IDENTITY)
+        queries = unit(rng, 20)
+        for k in (1, 4):
+            expected = fresh.search(queries, k=k)
+            got = reader.search(queries, k=k)
+            assert got[0].tolist() == expected[0].tolist()
+            np.testing.assert_allclose(got[1], expected[1], atol=1e-6)
+        fresh.close()
+        for name in list(people)[:2] + ["new", "ann", "p4", "p5"]:
+            writer.remove(name)
+        with pytest.raises(EmptyGalleryError):
+            reader.search(queries)
+
+
+def test_version_1_gallery_is_upgraded_when_opened_writable(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 1))
+    raw_query(path, "DROP TABLE changes")  # what version 1 wrote
+    raw_query(path, "UPDATE metadata SET value = '1' WHERE key = 'format_version'")
+    os.chmod(path, 0o400)
+    try:
+        with Gallery(path, IDENTITY) as old:  # read-only: searched as it is, reloaded on change
+            assert old.read_only and old.search(unit(rng, 1))[0].tolist() == [["alice"]]
+            assert old._store.change_log is False
+    finally:
+        os.chmod(path, 0o600)
+    with Gallery(path, IDENTITY) as g:
+        assert g._store.change_log and g.enroll("bob", unit(rng, 1)) == 1
+    assert raw_query(path, "SELECT value FROM metadata WHERE key = 'format_version'") == [("2",)]
+    assert len(raw_query(path, "SELECT * FROM changes")) == 1

@@ -188,3 +188,113 @@ def _committed(path) -> int:
         return 0
     finally:
         con.close()
+
+
+CHILD_EDIT = r'''
+import sys
+import numpy as np
+from kerascnn.face.gallery import Gallery
+path, action, name = sys.argv[1:4]
+with Gallery(path, create=False, timeout=30) as g:
+    if action == "enroll":
+        g.enroll(name, np.random.default_rng(int(sys.argv[4])).normal(size=(2, 8)).astype(np.float32))
+    elif action == "remove":
+        g.remove(name)
+    elif action == "churn":  # enroll n people, removing every other one right after
+        for i in range(int(sys.argv[4])):
+            g.enroll(f"{name}{i}", np.random.default_rng(100 + i).normal(size=(2, 8)).astype(np.float32))
+            if i % 2:
+                g.remove(f"{name}{i}")
+'''
+
+
+def _edit(path, *args):
+    done = subprocess.run([sys.executable, "-c", CHILD_EDIT, str(path), *map(str, args)], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_another_process_changes_reach_the_next_search(location):
+    """Process A enrolls and removes; process B's next search sees it, from its updated index."""
+    import numpy as np
+
+    rng = np.random.default_rng
+    with Gallery(location, timeout=30) as searcher:
+        searcher.enroll("base", rng(1).normal(size=(1, 8)).astype(np.float32))
+        alice = rng(7).normal(size=(2, 8)).astype(np.float32)  # what the child enrolls for alice
+        assert searcher.search(alice)[0].tolist() == [["base"], ["base"]]
+        index = searcher._cache
+        _edit(location, "enroll", "alice", 7)
+        assert searcher.search(alice)[0].tolist() == [["alice"], ["alice"]]
+        assert searcher._cache is index and index.last_fetched == 2  # alice's templates only
+        _edit(location, "remove", "alice")
+        assert searcher.search(alice, k=5)[0].tolist() == [["base"], ["base"]]  # removed: never returned
+
+        churn = subprocess.Popen([sys.executable, "-c", CHILD_EDIT, str(location), "churn", "c", "30"], env=ENV,
+                                 stderr=subprocess.PIPE, text=True)
+        probes = np.concatenate([rng(100 + i).normal(size=(2, 8)).astype(np.float32) for i in range(30)])
+        while churn.poll() is None:  # search while the other process writes
+            searcher.search(probes, k=3)
+        assert churn.wait() == 0, churn.stderr.read()
+        names, scores = searcher.search(probes, k=3)
+        with Gallery(location, create=False) as fresh:
+            expected = fresh.search(probes, k=3)
+        assert names.tolist() == expected[0].tolist()
+        np.testing.assert_allclose(scores, expected[1], atol=1e-6)
+        removed = {f"c{i}" for i in range(1, 30, 2)}
+        assert not removed & set(names.ravel())
+        assert [names[2 * i, 0] for i in range(0, 30, 2)] == [f"c{i}" for i in range(0, 30, 2)]  # kept: found
+
+
+def test_server_gone_mid_enrollment_then_back_completes_it(tmp_path, postgres_server):
+    """PostgreSQL stopped in the middle of a folder enrollment: the child fails with a clear
+    message, every committed identity is whole, and a rerun once the server is back completes
+    the enrollment without duplicates; an open gallery reconnects by itself."""
+    from kerascnn.errors import GalleryConnectionError
+
+    database = postgres_server.new_database()
+    url = postgres_server.url(database)
+    folder = tmp_path / "faces"
+    names = [f"person{i:03d}" for i in range(120)]
+    for name in names:
+        (folder / name).mkdir(parents=True)
+        for j in range(3):
+            (folder / name / f"{j}.jpg").write_bytes(f"{name} photo {j}".encode())
+    child = subprocess.Popen([sys.executable, "-c", CHILD_FOLDER, url, str(folder)], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _committed(url) < 10:
+            assert child.poll() is None, child.stderr.read()
+            time.sleep(0.05)
+        with Gallery(url, create=False) as survivor:
+            postgres_server.stop("fast")  # the server goes away mid-enrollment
+            _, err = child.communicate(timeout=60)
+            assert child.returncode != 0
+            assert "GalleryConnectionError" in err and "run it again once the server is back" in err, err
+            assert "s3cret" not in err  # no password in the message
+            with pytest.raises(GalleryConnectionError, match="cannot reach the server or lost the connection"):
+                survivor.identities()
+            postgres_server.start()
+            infos = survivor.identities()  # reconnected
+        assert 10 <= len(infos) < len(names)
+        assert [i.name for i in infos] == names[: len(infos)] and all(i.templates == 3 for i in infos)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if not _running(postgres_server):
+            postgres_server.start()
+    done = subprocess.run([sys.executable, "-c", CHILD_FOLDER, url, str(folder)], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Gallery(url, create=False) as g:
+        assert [(i.name, i.templates) for i in g.identities()] == [(name, 3) for name in names]
+    postgres_server.drop_database(database)
+
+
+def _running(server) -> bool:
+    try:
+        raw_query(server.url(), "SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 (any failure to connect means: not running)
+        return False
