@@ -36,10 +36,17 @@ def find_bin_dir() -> Path | None:
 
 
 class PostgresServer:
-    """One private server: ``start``, ``stop``, and a fresh database per ``new_database``."""
+    """One private server: ``start``, ``stop``, and a fresh database per ``new_database``.
 
-    def __init__(self, bin_dir: Path) -> None:
+    Args:
+        bin_dir: the folder of ``initdb`` and ``pg_ctl``.
+        settings: server settings over the tests' (which skip every fsync: fast, not durable).
+    """
+
+    def __init__(self, bin_dir: Path, settings: dict[str, str] | None = None) -> None:
         self.bin_dir = bin_dir
+        self.settings = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off",
+                         "max_connections": "60", **(settings or {})}
         self.root = Path(tempfile.mkdtemp(prefix="kerascnn-pg-"))
         self.data = self.root / "data"
         self.run_as = None
@@ -75,8 +82,8 @@ class PostgresServer:
                               cwd=self.root, env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}, **kwargs)
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
-                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=60")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} " + " ".join(
+            f"-c {key}={value}" for key, value in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o", options,
                   "start")
 
