@@ -642,21 +642,27 @@ def test_journal_mode_switch_racing_another_process_is_retried(tmp_path, monkeyp
 
 
 # --- compact exact search and incremental updates ------------------------------------------------
-def test_int8_error_bound_holds():
-    from kerascnn.face.gallery.index import quantize
+def test_8bit_error_bound_holds():
+    pytest.importorskip("faiss")
+    from kerascnn.face.gallery.index import _encode, _scalar_quantizer
 
     rng = np.random.default_rng(3)
     templates, queries = unit(rng, 500, 64), unit(rng, 50, 64)
-    codes, scales, errors = quantize(templates)
-    assert codes.dtype == np.int8 and np.abs(codes).max() == 127
+    codes = _scalar_quantizer(64)
+    errors = np.concatenate([_encode(codes, templates[:1]), _encode(codes, templates[1:])])  # range from 1 row
+    assert codes.ntotal == 500 and codes.sa_code_size() == 64  # one byte per component
+    decoded = codes.sa_decode(codes.sa_encode(templates)).astype(np.float64)
     exact = queries.astype(np.float64) @ templates.T.astype(np.float64)
-    approx = (queries.astype(np.float64) @ codes.T.astype(np.float64)) * scales
-    assert (np.abs(exact - approx) <= errors + 1e-9).all()
-    assert 0 < errors.max() < 0.02  # a real, small error
+    approx = queries.astype(np.float64) @ decoded.T
+    assert (np.abs(exact - approx) <= errors + 1e-6).all()
+    assert 0 < np.median(errors) < 0.05  # a real, small error
+    scores, _ = codes.search(queries, 500)  # faiss's scan scores the decoded templates
+    np.testing.assert_allclose(np.sort(scores, axis=1), np.sort(approx, axis=1), atol=1e-5)
 
 
 @pytest.mark.parametrize("per_identity", [1, 3])
 def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypatch):
+    pytest.importorskip("faiss")
     from kerascnn.face.gallery import index as module
     from kerascnn.face.gallery.index import SearchIndex
 
@@ -664,15 +670,16 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
     n, d = 3000, 32
     templates = unit(rng, n, d)
     owners = np.arange(n) // per_identity
-    index = SearchIndex(d)
-    index.replace(1, [], [(int(o), f"id{o}", t) for o, t in zip(owners, templates)])
+    index = SearchIndex(d, compact=True)
+    index.replace(1, [], [(int(o), f"id{o}", t) for o, t in zip(owners[:10], templates[:10])])  # range: 10 rows
+    index.replace(2, [], [(int(o), f"id{o}", t) for o, t in zip(owners[10:], templates[10:])])
     picked = rng.integers(0, n, 40)
     probes = np.concatenate([templates[picked] + 0.6 * unit(rng, 40, d), unit(rng, 10, d)])  # noisy, and near no one
     probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
     for k in (1, 5):
         monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)  # every chunk: the float32 product
         names_f, scores_f = index.search_exact(probes, k)
-        monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 64)  # every chunk: the int8 scan and re-rank
+        monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 64)  # every chunk: the 8-bit scan and re-rank
         with monkeypatch.context() as m:
             m.setattr(SearchIndex, "_top_float32", None)  # (not used)
             names_c, scores_c = index.search_exact(probes, k)
@@ -683,6 +690,37 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
         assert names_c[::5].tolist() == ref_names
         np.testing.assert_allclose(scores_c[::5], ref_scores, atol=1e-5)
     assert (names_c[:40, 0] == np.array([f"id{o}" for o in owners[picked]], dtype=object)).all()
+
+
+def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
+    """300 near-copies of one template: the scan's first 64 approximate scores cannot settle the
+    top 15, so it asks for more, and the answer is still the float32 one."""
+    pytest.importorskip("faiss")
+    from kerascnn.face.gallery import index as module
+    from kerascnn.face.gallery.index import SearchIndex
+
+    rng = np.random.default_rng(5)
+    crowd = unit(rng, 1, 32) + 0.02 * unit(rng, 300, 32)
+    templates = np.concatenate([unit(rng, 2000, 32), crowd / np.linalg.norm(crowd, axis=1, keepdims=True)])
+    index = SearchIndex(32, compact=True)
+    index.replace(1, [], [(i, f"id{i}", t) for i, t in enumerate(templates)])
+    sizes = []
+    scan = index._codes
+
+    class Spy:
+        def search(self, queries, m):
+            sizes.append(m)
+            return scan.search(queries, m)
+
+    index._codes = Spy()
+    probe = templates[-1:]
+    monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 8)
+    names_c, scores_c = index.search_exact(probe, 15)
+    monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)
+    names_f, scores_f = index.search_exact(probe, 15)
+    assert sizes[0] == 64 and max(sizes) > 64  # widened
+    assert names_c.tolist() == names_f.tolist()
+    np.testing.assert_allclose(scores_c, scores_f, atol=1e-6)
 
 
 def test_index_follows_changes_incrementally(location, rng):

@@ -517,9 +517,11 @@ class Gallery:
     def search(self, queries: np.ndarray, k: int = 1, model_identity: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best identities for each query, by cosine similarity (higher is closer).
 
-        An identity's score is its best template's. All queries are answered with one matrix
-        product against the in-memory template matrix (reloaded when the gallery has changed since
-        the last search), or through the faiss index when ``index="faiss"``.
+        An identity's score is its best template's. Queries are answered from the in-memory
+        index (brought up to date from the change log when the gallery has changed since the last
+        search): exactly (a few queries scan int8 codes and re-rank in float32, a batch is one
+        float32 product; both give the float32 answer), or through the faiss index when
+        ``index="faiss"``.
 
         Args:
             queries: ``(n, d)`` (or ``(d,)``) finite query embeddings.

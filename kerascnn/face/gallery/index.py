@@ -1,36 +1,36 @@
 """The in-memory search index of a gallery: its unit templates, kept up to date and searched.
 
-The index holds every template twice: as float32 unit vectors (``matrix``) and as int8 codes
-with one scale per template (``codes``, ``scales``; a quarter of the bytes), with the norm of each
-template's quantization error (``errors``). It is updated in place: :meth:`SearchIndex.replace`
+The index holds every template as a float32 unit vector (``matrix``) and, when faiss is installed
+(the ``ann`` extra), also as an 8-bit scalar-quantized code (a quarter of the bytes) with the
+norm of its quantization error (``errors``). It is updated in place: :meth:`SearchIndex.replace`
 drops every template of the identities a change touched and adds their current ones, so a
 searching process follows other processes' enrollments and removals without reloading.
 
 Exact search answers exactly what the float32 product ``queries @ matrix.T`` answers (an
 identity's score is its best template's cosine similarity):
 
-- a few queries (at most :data:`COMPACT_MAX_QUERIES`): the scan is memory-bound, so it reads the
-  int8 codes. Each approximate score ``s~`` is within ``e`` (the template's error norm, plus a
-  rounding margin) of the float32 score, so the templates whose upper bound ``s~ + e`` reaches the
-  ``m``-th best lower bound ``s~ - e`` hold the float32 top ``m``; only they are re-ranked in
-  float32;
+- a few queries (at most :data:`COMPACT_MAX_QUERIES`) with the 8-bit codes: the scan is
+  memory-bound, so it reads the codes (faiss's SIMD kernel). Each approximate score ``s~`` is
+  within ``e`` (the template's error norm, plus a rounding margin) of the float32 score, so the
+  templates whose upper bound ``s~ + e`` reaches the ``m``-th best lower bound ``s~ - e`` hold the
+  float32 top ``m``; only they are re-ranked in float32. (NumPy has no int8 product: converting
+  the codes to float32 costs what reading float32 does, so without faiss the scan is float32.)
 - a batch: the product is compute-bound, so it runs in float32 (BLAS) directly.
 
-The faiss index (the ``ann`` extra) answers approximately, from inverted lists over the float32
-unit templates; it is rebuilt after a change.
+The faiss ANN index (``index="faiss"``) answers approximately, from inverted lists over the
+float32 unit templates; it is rebuilt after a change.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from kerascnn.errors import GalleryError
 
 _SEARCH_CHUNK = 1 << 25  # at most this many query x template scores in memory at once
-_CODE_CHUNK = 1 << 14  # templates converted from int8 at once by the compact scan (fits in cache)
-COMPACT_MAX_QUERIES = 8  # query chunks up to this size scan the int8 codes; larger ones the float32 matrix
+COMPACT_MAX_QUERIES = 8  # query chunks up to this size scan the 8-bit codes; larger ones the float32 matrix
 _MARGIN = 1e-4  # float32 rounding of the approximate and exact scores, far above its worst case
 
 
@@ -39,6 +39,8 @@ class SearchIndex:
 
     Args:
         dim: the templates' dimension.
+        compact: keep 8-bit codes for the scan of a few queries (needs faiss; default: when
+            faiss is installed).
 
     Attributes:
         generation: the gallery's change counter this index reflects.
@@ -46,20 +48,22 @@ class SearchIndex:
         last_fetched: templates the last :meth:`replace` added (what the store had to send).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, compact: bool | None = None) -> None:
         self.dim = int(dim)
         self.generation: int | None = None
         self.size = 0
         self.last_fetched = 0
+        self._codes = _scalar_quantizer(self.dim) if compact is not False else None  # faiss SQ8 or None
+        if compact and self._codes is None:
+            raise GalleryError("the compact exact search needs the faiss package: pip install faiss-cpu (the 'ann' extra)")
         self._matrix = np.zeros((0, self.dim), np.float32)
-        self._codes = np.zeros((0, self.dim), np.int8)
-        self._scales = np.zeros(0, np.float32)
         self._errors = np.zeros(0, np.float32)
         self._owner = np.zeros(0, np.int64)  # per template: its identity's slot
         self.names = np.zeros(0, dtype=object)  # per slot: the identity's name (None: a free slot)
         self._slot_of: dict[int, int] = {}  # identity id -> slot
         self._free: list[int] = []
         self._most: int | None = None
+        self._max_error: float | None = None
         self._faiss = None
 
     # -- contents -------------------------------------------------------------------------------
@@ -86,9 +90,14 @@ class SearchIndex:
         return self._most
 
     @property
+    def compact(self) -> bool:
+        """True when a few queries scan the 8-bit codes."""
+        return self._codes is not None
+
+    @property
     def bytes_per_template(self) -> dict[str, int]:
-        """Memory per template: the int8 scan (codes, scale, error norm, owner) and the float32 re-rank."""
-        return {"int8_scan": self.dim + 4 + 4 + 8, "float32_rerank": 4 * self.dim}
+        """Memory per template: the float32 matrix and owner, and the 8-bit codes and error norm."""
+        return {"float32": 4 * self.dim + 8, "int8_codes": self.dim + 4 if self.compact else 0}
 
     def replace(self, generation: int, identity_ids: Iterable[int], rows: list[tuple[int, str, np.ndarray]]) -> None:
         """Bring the index to ``generation``: drop every template of ``identity_ids``, then add ``rows``.
@@ -102,24 +111,26 @@ class SearchIndex:
         slots = [self._slot_of.pop(i) for i in set(identity_ids) if i in self._slot_of]
         if slots:
             keep = ~np.isin(self.owner, slots)
+            if self._codes is not None:  # faiss compacts its codes in order, as below
+                self._codes.remove_ids(np.flatnonzero(~keep).astype(np.int64))
             n = int(keep.sum())
-            for array in (self._matrix, self._codes, self._scales, self._errors, self._owner):
+            for array in (self._matrix, self._errors, self._owner):
                 array[:n] = array[: self.size][keep]
             self.size = n
             self.names[slots] = None
             self._free.extend(slots)
         if rows:
             owners = np.array([self._slot(identity_id, name) for identity_id, name, _ in rows], np.int64)
-            matrix = np.stack([r[2] for r in rows]).astype(np.float32)
-            codes, scales, errors = quantize(matrix)
+            matrix = np.ascontiguousarray(np.stack([r[2] for r in rows]), dtype=np.float32)
             self._reserve(self.size + len(rows))
             end = self.size + len(rows)
-            self._matrix[self.size:end], self._codes[self.size:end] = matrix, codes
-            self._scales[self.size:end], self._errors[self.size:end], self._owner[self.size:end] = scales, errors, owners
+            self._matrix[self.size:end], self._owner[self.size:end] = matrix, owners
+            if self._codes is not None:
+                self._errors[self.size:end] = _encode(self._codes, matrix)
             self.size = end
         self.generation = generation
         self.last_fetched = len(rows)
-        self._most = None
+        self._most = self._max_error = None
         self._faiss = None
 
     def _slot(self, identity_id: int, name: str) -> int:
@@ -139,7 +150,7 @@ class SearchIndex:
         if n <= len(self._matrix):
             return
         capacity = max(n, 2 * len(self._matrix), 1024)
-        for attr in ("_matrix", "_codes", "_scales", "_errors", "_owner"):
+        for attr in ("_matrix", "_errors", "_owner"):
             old = getattr(self, attr)
             new = np.zeros((capacity,) + old.shape[1:], old.dtype)
             new[: self.size] = old[: self.size]
@@ -152,7 +163,7 @@ class SearchIndex:
         identity's rank is its best template's; no identity has more templates than that)."""
         n = self.size
         want = min(n, k * self.most_templates)
-        compact = len(queries) <= COMPACT_MAX_QUERIES
+        compact = self.compact and len(queries) <= COMPACT_MAX_QUERIES
         step = COMPACT_MAX_QUERIES if compact else max(1, _SEARCH_CHUNK // max(1, n))
         top_names, top_scores = [], []
         for i in range(0, len(queries), step):
@@ -170,20 +181,27 @@ class SearchIndex:
         return idx, np.take_along_axis(scores, idx, axis=1)
 
     def _top_compact(self, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`_top_float32`, scanning the int8 codes and re-ranking the candidates in float32."""
-        approx = np.empty((len(queries), self.size), np.float32)
-        for start in range(0, self.size, _CODE_CHUNK):
-            end = min(start + _CODE_CHUNK, self.size)
-            approx[:, start:end] = queries @ self._codes[start:end].astype(np.float32).T
-        approx *= self._scales[: self.size]
+        """As :meth:`_top_float32`, scanning the 8-bit codes and re-ranking the candidates in float32.
+
+        The scan returns the ``m`` best approximate scores; when a template beyond them could
+        still reach the ``want``-th best lower bound (``s~_m + max(e) >= bar``), ``m`` grows.
+        """
         errors = self._errors[: self.size] + _MARGIN
+        if self._max_error is None:
+            self._max_error = float(errors.max())
         idx = np.empty((len(queries), want), np.int64)
         scores = np.empty((len(queries), want), np.float32)
-        for q, row in enumerate(approx):
-            lower = row - errors
-            bar = np.partition(lower, self.size - want)[self.size - want]  # the want-th best lower bound
-            candidates = np.flatnonzero(row + errors >= bar)
-            exact = self.matrix[candidates] @ queries[q]
+        for q, query in enumerate(queries):
+            m = min(self.size, max(4 * want, 64))
+            while True:
+                approx, ids = self._codes.search(query[None], m)
+                approx, ids = approx[0], ids[0]
+                bar = np.partition(approx - errors[ids], m - want)[m - want]  # the want-th best lower bound
+                if m == self.size or approx[-1] + self._max_error < bar:
+                    break
+                m = min(self.size, 4 * m)
+            candidates = ids[approx + errors[ids] >= bar]
+            exact = self.matrix[candidates] @ query
             best = _top_k(exact[None], want)[0]
             idx[q], scores[q] = candidates[best], exact[best]
         return idx, scores
@@ -232,18 +250,34 @@ class SearchIndex:
         return self._faiss
 
 
-def quantize(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetric int8 codes of each row, its scale, and the norm of its error.
+def _faiss() -> Any:
+    import faiss
 
-    Returns:
-        ``(codes, scales, errors)``: ``matrix ~ scales[:, None] * codes`` with
-        ``errors = ||matrix - scales[:, None] * codes||`` per row.
+    return faiss
+
+
+def _scalar_quantizer(dim: int) -> Any:
+    """An empty faiss 8-bit scalar quantizer of inner products, or None without faiss."""
+    try:
+        faiss = _faiss()
+    except ImportError:
+        return None
+    return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT)
+
+
+def _encode(codes: Any, matrix: np.ndarray) -> np.ndarray:
+    """Append ``matrix``'s 8-bit codes to ``codes``; returns each row's error norm ``||x - decode(code)||``.
+
+    The quantizer's range, the same for every component, is set by the first rows it sees (1.5
+    times their largest component, at most 1: unit vectors); a later component outside it is
+    clipped, which only makes that template's (measured) error larger.
     """
-    scales = (np.abs(matrix).max(axis=1) / 127).astype(np.float32)
-    scales[scales == 0] = 1
-    codes = np.clip(np.rint(matrix / scales[:, None]), -127, 127).astype(np.int8)
-    errors = np.linalg.norm(matrix - scales[:, None] * codes, axis=1).astype(np.float32)
-    return codes, scales, errors
+    if not codes.is_trained:
+        reach = min(1.0, 1.5 * float(np.abs(matrix).max()))
+        codes.train(np.array([[-reach] * matrix.shape[1], [reach] * matrix.shape[1]], np.float32))
+    error = matrix - codes.sa_decode(codes.sa_encode(matrix))
+    codes.add(matrix)
+    return np.linalg.norm(error, axis=1).astype(np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -163,7 +163,7 @@ class PostgresStore(GalleryStore):
                 raise GalleryNotFoundError(
                     f"{where}: the database does not exist ({text}); create it first, e.g. createdb NAME"
                 ) from exc
-            if state in ("28P01", "28000") or "authentication failed" in text or "password" in text.lower():
+            if state in ("28P01", "28000") or "authentication failed" in text or "no password supplied" in text:
                 raise GalleryConnectionError(f"{where}: the server refused the credentials ({text})") from exc
             if state == "55P03" or isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise GalleryLockedError(
