@@ -671,8 +671,9 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
     templates = unit(rng, n, d)
     owners = np.arange(n) // per_identity
     index = SearchIndex(d, compact=True)
-    index.replace(1, [], [(int(o), f"id{o}", t) for o, t in zip(owners[:10], templates[:10])])  # range: 10 rows
-    index.replace(2, [], [(int(o), f"id{o}", t) for o, t in zip(owners[10:], templates[10:])])
+    names = {int(o): f"id{o}" for o in owners}
+    index.replace(1, [], owners[:10], names, templates[:10])  # the quantizer's range: from 10 rows
+    index.replace(2, [], owners[10:], names, templates[10:])
     picked = rng.integers(0, n, 40)
     probes = np.concatenate([templates[picked] + 0.6 * unit(rng, 40, d), unit(rng, 10, d)])  # noisy, and near no one
     probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
@@ -693,17 +694,17 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
 
 
 def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
-    """300 near-copies of one template: the scan's first 64 approximate scores cannot settle the
-    top 15, so it asks for more, and the answer is still the float32 one."""
+    """1,500 near-copies of one template: the scan's first 1,024 approximate scores cannot settle
+    the top 15, so it asks for more, and the answer is still the float32 one."""
     pytest.importorskip("faiss")
     from kerascnn.face.gallery import index as module
     from kerascnn.face.gallery.index import SearchIndex
 
     rng = np.random.default_rng(5)
-    crowd = unit(rng, 1, 32) + 0.02 * unit(rng, 300, 32)
+    crowd = unit(rng, 1, 32) + 0.02 * unit(rng, 1500, 32)
     templates = np.concatenate([unit(rng, 2000, 32), crowd / np.linalg.norm(crowd, axis=1, keepdims=True)])
     index = SearchIndex(32, compact=True)
-    index.replace(1, [], [(i, f"id{i}", t) for i, t in enumerate(templates)])
+    index.replace(1, [], np.arange(len(templates)), {i: f"id{i}" for i in range(len(templates))}, templates)
     sizes = []
     scan = index._codes
 
@@ -718,7 +719,7 @@ def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
     names_c, scores_c = index.search_exact(probe, 15)
     monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)
     names_f, scores_f = index.search_exact(probe, 15)
-    assert sizes[0] == 64 and max(sizes) > 64  # widened
+    assert sizes[0] == 1024 and max(sizes) > 1024  # widened
     assert names_c.tolist() == names_f.tolist()
     np.testing.assert_allclose(scores_c, scores_f, atol=1e-6)
 

@@ -588,8 +588,9 @@ class Gallery:
                     ).fetchall()
         rows.sort(key=lambda r: (r[0], r[1]))
         matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim)
-        matrix = _unit(matrix) if rows else matrix
-        cache.replace(generation, touched or (), [(r[0], r[2], v) for r, v in zip(rows, matrix)])
+        owners = np.array([r[0] for r in rows], np.int64)
+        cache.replace(generation, touched or (), owners, {r[0]: r[2] for r in rows},
+                      _unit(matrix) if rows else matrix)
         self._cache = cache
         return self._nonempty(cache)
 

@@ -99,14 +99,17 @@ class SearchIndex:
         """Memory per template: the float32 matrix and owner, and the 8-bit codes and error norm."""
         return {"float32": 4 * self.dim + 8, "int8_codes": self.dim + 4 if self.compact else 0}
 
-    def replace(self, generation: int, identity_ids: Iterable[int], rows: list[tuple[int, str, np.ndarray]]) -> None:
-        """Bring the index to ``generation``: drop every template of ``identity_ids``, then add ``rows``.
+    def replace(self, generation: int, identity_ids: Iterable[int], owners: np.ndarray, names: dict[int, str],
+                matrix: np.ndarray) -> None:
+        """Bring the index to ``generation``: drop every template of ``identity_ids``, then add ``matrix``.
 
         Args:
             generation: the gallery's change counter after the change.
             identity_ids: the identities the change touched (added, removed, renamed, enrolled).
-            rows: ``(identity id, name, unit float32 template)`` of the touched identities' current
-                templates (none for a removed identity).
+            owners: per added template, its identity's id.
+            names: the name of each identity in ``owners``.
+            matrix: ``(len(owners), dim)`` unit float32 templates: the touched identities'
+                current templates (none of a removed identity).
         """
         slots = [self._slot_of.pop(i) for i in set(identity_ids) if i in self._slot_of]
         if slots:
@@ -119,28 +122,28 @@ class SearchIndex:
             self.size = n
             self.names[slots] = None
             self._free.extend(slots)
-        if rows:
-            owners = np.array([self._slot(identity_id, name) for identity_id, name, _ in rows], np.int64)
-            matrix = np.ascontiguousarray(np.stack([r[2] for r in rows]), dtype=np.float32)
-            self._reserve(self.size + len(rows))
-            end = self.size + len(rows)
-            self._matrix[self.size:end], self._owner[self.size:end] = matrix, owners
+        if len(owners):
+            ids, inverse = np.unique(np.asarray(owners, np.int64), return_inverse=True)
+            slot_of_id = np.array([self._slot(int(i), names[int(i)]) for i in ids], np.int64)
+            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+            self._reserve(self.size + len(matrix))
+            end = self.size + len(matrix)
+            self._matrix[self.size:end], self._owner[self.size:end] = matrix, slot_of_id[inverse.ravel()]
             if self._codes is not None:
                 self._errors[self.size:end] = _encode(self._codes, matrix)
             self.size = end
         self.generation = generation
-        self.last_fetched = len(rows)
+        self.last_fetched = len(owners)
         self._most = self._max_error = None
         self._faiss = None
 
     def _slot(self, identity_id: int, name: str) -> int:
         slot = self._slot_of.get(identity_id)
         if slot is None:
-            if self._free:
-                slot = self._free.pop()
-            else:
-                slot = len(self.names)
-                self.names = np.append(self.names, None)
+            if not self._free:  # room for more identities (doubling: amortized O(1) each)
+                self._free = list(range(2 * len(self.names) + 16 - 1, len(self.names) - 1, -1))
+                self.names = np.concatenate([self.names, np.full(len(self._free), None, dtype=object)])
+            slot = self._free.pop()
             self._slot_of[identity_id] = slot
         self.names[slot] = name
         return slot
@@ -186,21 +189,21 @@ class SearchIndex:
         The scan returns the ``m`` best approximate scores; when a template beyond them could
         still reach the ``want``-th best lower bound (``s~_m + max(e) >= bar``), ``m`` grows.
         """
-        errors = self._errors[: self.size] + _MARGIN
         if self._max_error is None:
-            self._max_error = float(errors.max())
+            self._max_error = float(self._errors[: self.size].max()) + _MARGIN
         idx = np.empty((len(queries), want), np.int64)
         scores = np.empty((len(queries), want), np.float32)
         for q, query in enumerate(queries):
-            m = min(self.size, max(4 * want, 64))
+            m = min(self.size, max(16 * want, 1024))
             while True:
                 approx, ids = self._codes.search(query[None], m)
                 approx, ids = approx[0], ids[0]
-                bar = np.partition(approx - errors[ids], m - want)[m - want]  # the want-th best lower bound
+                errors = self._errors[ids] + _MARGIN
+                bar = np.partition(approx - errors, m - want)[m - want]  # the want-th best lower bound
                 if m == self.size or approx[-1] + self._max_error < bar:
                     break
-                m = min(self.size, 4 * m)
-            candidates = ids[approx + errors[ids] >= bar]
+                m = min(self.size, 8 * m)
+            candidates = ids[approx + errors >= bar]
             exact = self.matrix[candidates] @ query
             best = _top_k(exact[None], want)[0]
             idx[q], scores[q] = candidates[best], exact[best]
