@@ -92,6 +92,7 @@ class Gallery:
         self.nprobe = int(nprobe)
         self._model = check_identity_dict(model_identity) if model_identity is not None else None
         self._cache: SearchIndex | None = None
+        self._written: dict[str, str] | None = None  # the metadata, during a write transaction
         self._store: GalleryStore = open_store(path, create, self.timeout, read_only)
         self.read_only = self._store.read_only
         try:
@@ -122,14 +123,16 @@ class Gallery:
         self._check_writable()
         self._touched = set()
         with self._store.writing() as conn:
-            yield conn
-            conn.execute(
-                "UPDATE metadata SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'generation'"
-            )
-            if self._touched and self._store.change_log:
-                generation = int(self._meta("generation", conn))
-                conn.executemany("INSERT INTO changes (generation, identity_id) VALUES (?, ?)",
-                                 [(generation, i) for i in sorted(self._touched)])
+            self._written = dict(conn.execute("SELECT key, value FROM metadata").fetchall())  # stable: we write
+            try:
+                yield conn
+                generation = int(self._written["generation"]) + 1
+                conn.execute("UPDATE metadata SET value = ? WHERE key = 'generation'", (str(generation),))
+                if self._touched and self._store.change_log:
+                    conn.executemany("INSERT INTO changes (generation, identity_id) VALUES (?, ?)",
+                                     [(generation, i) for i in sorted(self._touched)])
+            finally:
+                self._written = None
 
     def _touch(self, identity_id: int) -> int:
         """Record that the current transaction changes identity ``identity_id``; returns it."""
@@ -147,6 +150,9 @@ class Gallery:
         return self._store.reading()
 
     def _meta(self, key: str, conn: Connection | None = None) -> str | None:
+        """A metadata value: from ``conn``'s transaction, or from a new read transaction."""
+        if conn is not None and self._written is not None:  # in a write transaction: read at its start
+            return self._written.get(key)
         if conn is None:
             with self._reading() as conn:
                 return self._meta(key, conn)
@@ -199,13 +205,20 @@ class Gallery:
                 f"embeddings have dimension {dim}, gallery {self.location} holds {stored_dim}-d templates"
             )
         if stored_dim is None:
-            _set_meta(conn, "embedding_dim", str(dim))
+            self._set_meta(conn, "embedding_dim", str(dim))
         if identity is not None and self._meta("model_identity", conn) in (None, "null"):
             if int(identity["embedding_dim"]) != dim:
                 raise GalleryInputError(
                     f"embeddings have dimension {dim}, model {identity['name']!r} gives {identity['embedding_dim']}"
                 )
-            _set_meta(conn, "model_identity", json.dumps(identity))
+            self._set_meta(conn, "model_identity", json.dumps(identity))
+
+    def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        conn.execute(
+            "INSERT INTO metadata (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+        self._written[key] = value
 
     # -- enrollment -----------------------------------------------------------------------------
     def enroll(
@@ -650,13 +663,6 @@ def _identity_id_or_add(conn: Connection, name: str, created: str) -> int:
         conn.execute("INSERT INTO identities (name, created) VALUES (?, ?)", (name, created))
         row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
     return row[0]
-
-
-def _set_meta(conn: Connection, key: str, value: str) -> None:
-    conn.execute(
-        "INSERT INTO metadata (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
 
 
 def _embed(pipeline: Any, paths: list[str], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:

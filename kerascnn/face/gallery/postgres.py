@@ -101,6 +101,7 @@ class PostgresStore(GalleryStore):
     def _connect(self) -> None:
         with self._errors():
             self._conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=max(2, round(self.timeout)))
+            self._conn.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")  # how long a writer waits
 
     # -- the store interface ----------------------------------------------------------------------
     def ddl(self, since: int = 0) -> list[str]:
@@ -120,7 +121,6 @@ class PostgresStore(GalleryStore):
     @contextlib.contextmanager
     def writing(self) -> Iterator[_Connection]:
         with self._transaction("BEGIN") as conn:
-            conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
             conn.execute(_WRITE_LOCK)
             yield conn
 
