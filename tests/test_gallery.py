@@ -681,6 +681,7 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
         monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)  # every chunk: the float32 product
         names_f, scores_f = index.search_exact(probes, k)
         monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 64)  # every chunk: the 8-bit scan and re-rank
+        monkeypatch.setattr(module, "COMPACT_MIN_TEMPLATES", 0)
         with monkeypatch.context() as m:
             m.setattr(SearchIndex, "_top_float32", None)  # (not used)
             names_c, scores_c = index.search_exact(probes, k)
@@ -715,7 +716,7 @@ def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
 
     index._codes = Spy()
     probe = templates[-1:]
-    monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 8)
+    monkeypatch.setattr(module, "COMPACT_MIN_TEMPLATES", 0)
     names_c, scores_c = index.search_exact(probe, 15)
     monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)
     names_f, scores_f = index.search_exact(probe, 15)
