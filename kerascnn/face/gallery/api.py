@@ -186,8 +186,10 @@ class Gallery:
 
     def _check_model(self, identity: dict | None, conn: Connection | None = None) -> None:
         """Raise GalleryModelMismatchError when ``identity`` is not the gallery's model."""
+        if identity is None:
+            return
         stored = json.loads(self._meta("model_identity", conn) or "null")
-        if identity is None or stored is None:
+        if stored is None:
             return
         for key in IDENTITY_FIELDS:
             if stored.get(key) != identity.get(key):
