@@ -9,6 +9,7 @@ it skip and say how to install them; CI installs both (``.ci/run``), so there th
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -117,9 +118,16 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+_SERVER: list[PostgresServer] = []  # one server per test session, whichever module asks first
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
-    """The session's private PostgreSQL server (skips, saying how to install it, when unavailable)."""
+    """The session's private PostgreSQL server (skips, saying how to install it, when unavailable).
+
+    The modules that import this fixture get one definition each, so the server itself is kept
+    here and removed when the interpreter exits.
+    """
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -127,11 +135,10 @@ def postgres_server():
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.skip(f"PostgreSQL's initdb and pg_ctl were not found: {INSTALL}")
-    server = PostgresServer(bin_dir)
-    try:
-        yield server
-    finally:
-        server.remove()
+    if not _SERVER:
+        _SERVER.append(PostgresServer(bin_dir))
+        atexit.register(_SERVER[0].remove)
+    return _SERVER[0]
 
 
 # --- the stores under test ------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_many_processes_creating_the_same_gallery_all_enroll(store, new_location
     races another connection at once, without its busy wait: before the retry about 1 child in 50
     failed; tests/test_gallery.py checks the retry deterministically. PostgreSQL: the schema is
     created under the write lock, once)."""
-    for trial in range(6 if store == "sqlite" else 2):
+    for trial in range(6 if store == "sqlite" else 1):
         path = new_location(f"g{trial}")
         children = [subprocess.Popen([sys.executable, "-c", CHILD_FIRST_ENROLL, str(path), str(i)], env=ENV,
                                      stderr=subprocess.PIPE, text=True) for i in range(8)]

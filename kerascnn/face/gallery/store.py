@@ -1,7 +1,8 @@
 """Where a gallery lives: the interface every store implements, and the store a location names.
 
-A store is a transactional database holding three tables (``metadata``, ``identities``,
-``templates``; see :data:`SCHEMA_TABLES`). The gallery talks to it in a small portable SQL (``?``
+A store is a transactional database holding the tables ``metadata``, ``identities``,
+``templates`` (:data:`SCHEMA_TABLES`, format version 1) and ``changes`` (version 2; see
+:meth:`GalleryStore.ddl`). The gallery talks to it in a small portable SQL (``?``
 placeholders, ``INSERT ... ON CONFLICT``, no vendor functions) through the connection that
 :meth:`GalleryStore.reading` and :meth:`GalleryStore.writing` yield, so a new store is one module
 with one subclass: its DDL, how it lists its tables, and its transactions. ``writing`` must admit
