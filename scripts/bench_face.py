@@ -225,6 +225,13 @@ def bench_identification(args) -> list[dict]:
                 index_module.COMPACT_MAX_QUERIES = compact
                 (names1, _), _ = _timed(lambda: gallery.search(queries[:8], k=1))
                 memory = gallery._cache.bytes_per_template
+                with Gallery(path, None, create=False) as writer:  # another connection changes the gallery
+                    writer.enroll("newcomer", templates[:args.per_identity])
+                    _, t_enrolled = _timed(lambda: gallery.search(queries[:1], k=5))  # reads the newcomer only
+                    writer.remove("newcomer")
+                    _, t_removed = _timed(lambda: gallery.search(queries[:1], k=5))  # drops its rows
+                row["search_after_another_enrollment_ms"] = round(1000 * t_enrolled, 1)
+                row["search_after_another_removal_ms"] = round(1000 * t_removed, 1)
             row["exact_ms_1_query"] = round(1000 * t1, 2)
             row["float32_ms_1_query"] = round(1000 * t1_f32, 2)
             row["exact_ms_1000_queries"] = round(1000 * tb, 1)
