@@ -92,7 +92,7 @@ class GalleryLockedError(GalleryError, OSError):
 
 class GalleryConnectionError(GalleryError, ConnectionError):
     """A gallery database server that cannot be reached, refuses the credentials, or went away
-    in the middle of a transaction (which then committed nothing)."""
+    in the middle of a transaction (rolled back, unless the connection broke during its commit)."""
 
 
 class DetectorError(FaceError):

@@ -132,7 +132,7 @@ class SearchIndex:
             end = self.size + len(matrix)
             self._matrix[self.size:end], self._owner[self.size:end] = matrix, slot_of_id[inverse.ravel()]
             if self._codes is not None:
-                self._errors[self.size:end] = _encode(self._codes, matrix)
+                self._errors[self.size:end] = _encode(self._codes, matrix, room=len(self._matrix))
             self.size = end
         self.generation = generation
         self.last_fetched = len(owners)
@@ -151,10 +151,11 @@ class SearchIndex:
         return slot
 
     def _reserve(self, n: int) -> None:
-        """Room for ``n`` templates (capacity doubles, so adding is amortized O(added))."""
+        """Room for ``n`` templates and an eighth more, so that the enrollments that follow a load
+        append without copying the index (growing by 1/8 keeps adding amortized O(added))."""
         if n <= len(self._matrix):
             return
-        capacity = max(n, 2 * len(self._matrix), 1024)
+        capacity = n + n // 8 + 1024
         for attr in ("_matrix", "_errors", "_owner"):
             old = getattr(self, attr)
             new = np.zeros((capacity,) + old.shape[1:], old.dtype)
@@ -270,8 +271,9 @@ def _scalar_quantizer(dim: int) -> Any:
     return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT)
 
 
-def _encode(codes: Any, matrix: np.ndarray) -> np.ndarray:
-    """Append ``matrix``'s 8-bit codes to ``codes``; returns each row's error norm ``||x - decode(code)||``.
+def _encode(codes: Any, matrix: np.ndarray, room: int = 0) -> np.ndarray:
+    """Append ``matrix``'s 8-bit codes to ``codes``, with memory for ``room`` codes in all (so that
+    later appends do not copy them); returns each row's error norm ``||x - decode(code)||``.
 
     The quantizer's range, the same for every component, is set by the first rows it sees (1.5
     times their largest component, at most 1: unit vectors); a later component outside it is
@@ -282,6 +284,10 @@ def _encode(codes: Any, matrix: np.ndarray) -> np.ndarray:
         codes.train(np.array([[-reach] * matrix.shape[1], [reach] * matrix.shape[1]], np.float32))
     error = matrix - codes.sa_decode(codes.sa_encode(matrix))
     codes.add(matrix)
+    used = codes.ntotal * codes.sa_code_size()
+    if room * codes.sa_code_size() > used:  # a vector keeps its capacity when it shrinks
+        codes.codes.resize(room * codes.sa_code_size())
+        codes.codes.resize(used)
     return np.linalg.norm(error, axis=1).astype(np.float32)
 
 

@@ -173,7 +173,8 @@ class PostgresStore(GalleryStore):
                 raise GalleryLockedError(f"{where} is read-only for this user: {text}") from exc
             if isinstance(exc, psycopg.OperationalError) or (self._conn is not None and self._conn.broken):
                 raise GalleryConnectionError(
-                    f"{where}: cannot reach the server or lost the connection ({text}); nothing of the "
-                    "interrupted operation was committed: run it again once the server is back"
+                    f"{where}: cannot reach the server or lost the connection ({text}); the interrupted "
+                    "transaction was rolled back (unless the connection broke during its commit): run it again "
+                    "once the server is back (images already enrolled are skipped)"
                 ) from exc
             raise GalleryCorruptError(f"{where} cannot be read: {text}") from exc
