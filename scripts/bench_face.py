@@ -10,7 +10,8 @@ a batch: the float32 product) against a bare NumPy ``q @ T.T`` + top-1 on the sa
 the recall@1 of the gallery against that product and the memory per template; and the gallery's
 faiss index with its recall@1, when faiss is installed. Store throughput: enrollments per second
 with 1, 2 and 4 concurrent writer processes (``--writers``) into SQLite, and into PostgreSQL when
-``--postgres URL`` names a server where that user may create databases.
+``--postgres URL`` names a server where that user may create databases; with ``--postgres``,
+also the time a search process takes to load a PostgreSQL gallery of each size.
 
 Reference for the whole enrollment: when dlib is installed (the ``teacher`` extra), the
 face_recognition recipe (dlib's HOG detector with one upsampling, 5-point landmarks, the ResNet
@@ -317,6 +318,37 @@ def bench_writers(args) -> list[dict]:
     return rows
 
 
+def bench_postgres_load(args) -> list[dict]:
+    """Seconds for a search process to load a PostgreSQL gallery of ``n`` random templates (its
+    first search), for each of ``--sizes``; the rows are written with COPY, not through enroll."""
+    import psycopg
+
+    from kerascnn.face.gallery import Gallery
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for n in args.sizes:
+        location, drop = _new_database(args.postgres, f"kerascnn_bench_load{n}")
+        Gallery(location, None).close()
+        templates = rng.standard_normal((n, 128), dtype=np.float32)
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("UPDATE metadata SET value = '128' WHERE key = 'embedding_dim'")
+            with conn.cursor().copy("COPY identities (id, name, created) FROM STDIN") as copy:
+                for i in range(0, n, args.per_identity):
+                    copy.write_row((i // args.per_identity + 1, f"id{i // args.per_identity:07d}", "t"))
+            with conn.cursor().copy("COPY templates (identity_id, embedding, created) FROM STDIN") as copy:
+                for i in range(n):
+                    copy.write_row((i // args.per_identity + 1, templates[i].tobytes(), "t"))
+        with Gallery(location, None, create=False, read_only=True) as gallery:
+            _, t_load = _timed(lambda: gallery.search(templates[:1]))
+        drop()
+        row = {"store": "postgresql", "templates": n, "load_s": round(t_load, 1),
+               "server": _server_settings(args.postgres)}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
 def _server_settings(url: str) -> dict:
     """The PostgreSQL settings that decide what a commit costs."""
     import psycopg
@@ -380,6 +412,8 @@ def main(argv=None) -> int:
     report["identification"] = bench_identification(args)
     if args.writers:
         report["store_writers"] = bench_writers(args)
+    if args.postgres and args.sizes:
+        report["postgres_load"] = bench_postgres_load(args)
     print(json.dumps(report, indent=2))
     return 0
 
