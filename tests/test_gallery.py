@@ -727,7 +727,10 @@ def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
     np.testing.assert_allclose(scores_c, scores_f, atol=1e-6)
 
 
-def test_index_follows_changes_incrementally(location, rng):
+def test_index_follows_changes_incrementally(location, rng, monkeypatch):
+    from kerascnn.face.gallery import index as module
+
+    monkeypatch.setattr(module, "COMPACT_MIN_TEMPLATES", 0)  # the 8-bit codes are searched too (with faiss)
     with Gallery(location, IDENTITY) as reader, Gallery(location, IDENTITY) as writer:
         people = {f"p{i}": unit(rng, 2) for i in range(6)}
         for name, ts in people.items():
@@ -743,7 +746,7 @@ def test_index_follows_changes_incrementally(location, rng):
         assert reader._cache is index and index.last_fetched == 3 + 3 + 0 + 2  # only what changed is read
         assert "p2" not in names.ravel() and "p3" not in names.ravel() and names[2, 0] == "ann"
         fresh = Gallery(location, IDENTITY)
-        queries = unit(rng, 20)
+        queries = np.concatenate([unit(rng, 4), people["p4"], people["p5"]])
         for k in (1, 4):
             expected = fresh.search(queries, k=k)
             got = reader.search(queries, k=k)

@@ -115,13 +115,7 @@ class SearchIndex:
         """
         slots = [self._slot_of.pop(i) for i in set(identity_ids) if i in self._slot_of]
         if slots:
-            keep = ~np.isin(self.owner, slots)
-            if self._codes is not None:  # faiss compacts its codes in order, as below
-                self._codes.remove_ids(np.flatnonzero(~keep).astype(np.int64))
-            n = int(keep.sum())
-            for array in (self._matrix, self._errors, self._owner):
-                array[:n] = array[: self.size][keep]
-            self.size = n
+            self._drop(np.flatnonzero(np.isin(self.owner, slots)))
             self.names[slots] = None
             self._free.extend(slots)
         if len(owners):
@@ -138,6 +132,24 @@ class SearchIndex:
         self.last_fetched = len(owners)
         self._most = self._max_error = None
         self._faiss = None
+
+    def _drop(self, rows: np.ndarray) -> None:
+        """Remove templates ``rows`` (sorted): the last templates move into their places, so a
+        removal costs O(removed), not a copy of the index; the 8-bit codes move alike."""
+        n = self.size - len(rows)
+        holes = rows[rows < n]
+        kept = np.ones(self.size - n, bool)
+        kept[rows[rows >= n] - n] = False
+        movers = np.arange(n, self.size)[kept]  # the templates after the new end that stay
+        for array in (self._matrix, self._errors, self._owner):
+            array[holes] = array[movers]
+        if self._codes is not None:
+            code_size = self._codes.sa_code_size()
+            codes = _faiss().rev_swig_ptr(self._codes.codes.data(), self.size * code_size).reshape(self.size, -1)
+            codes[holes] = codes[movers]
+            self._codes.ntotal = n
+            self._codes.codes.resize(n * code_size)  # keeps its capacity
+        self.size = n
 
     def _slot(self, identity_id: int, name: str) -> int:
         slot = self._slot_of.get(identity_id)
