@@ -776,3 +776,28 @@ def test_version_1_gallery_is_upgraded_when_opened_writable(tmp_path, rng):
         assert g._store.change_log and g.enroll("bob", unit(rng, 1)) == 1
     assert raw_query(path, "SELECT value FROM metadata WHERE key = 'format_version'") == [("2",)]
     assert len(raw_query(path, "SELECT * FROM changes")) == 1
+
+
+def test_postgres_schemas_are_separate_galleries(postgres_server, rng):
+    """One gallery per schema of one database (the shards of docs/gallery_at_scale.md): separate
+    contents, and a writer holding one schema's lock does not block the other's."""
+    import psycopg
+
+    database = postgres_server.new_database()
+    url = postgres_server.url(database)
+    raw_query(url, "CREATE SCHEMA shard_a")
+    raw_query(url, "CREATE SCHEMA shard_b")
+    urls = [f"{url}?options=-csearch_path%3D{schema}" for schema in ("shard_a", "shard_b")]
+    with Gallery(urls[0], IDENTITY) as a, Gallery(urls[1], IDENTITY, timeout=0.2) as b:
+        a.enroll("alice", unit(rng, 1))
+        b.enroll("bob", unit(rng, 2))
+        assert [i.name for i in a.identities()] == ["alice"] and [i.name for i in b.identities()] == ["bob"]
+        with psycopg.connect(urls[0], autocommit=True) as holder:  # shard_a's writer, mid-transaction
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(hashtext('kerascnn-gallery:' || current_schema()))")
+            assert b.enroll("carol", unit(rng, 1)) == 1  # shard_b does not wait
+            with Gallery(urls[0], IDENTITY, timeout=0.2) as a2, pytest.raises(GalleryLockedError):
+                a2.enroll("dave", unit(rng, 1))  # shard_a's does
+            holder.execute("ROLLBACK")
+    assert raw_query(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'") == []
+    postgres_server.drop_database(database)
