@@ -136,6 +136,8 @@ class SearchIndex:
     def _drop(self, rows: np.ndarray) -> None:
         """Remove templates ``rows`` (sorted): the last templates move into their places, so a
         removal costs O(removed), not a copy of the index; the 8-bit codes move alike."""
+        if not len(rows):
+            return
         n = self.size - len(rows)
         holes = rows[rows < n]
         kept = np.ones(self.size - n, bool)
