@@ -22,6 +22,7 @@ EPILOG = """examples:
   kerascnn enroll --gallery faces.db alice alice1.jpg alice2.jpg
   kerascnn verify --gallery faces.db alice probe.jpg
   kerascnn identify --gallery faces.db probe.jpg
+  kerascnn identify --gallery postgresql://kiosk@db.example.org/faces probe.jpg
 """
 
 
@@ -189,7 +190,7 @@ def _add_face_commands(sub) -> None:
                         help="decision threshold (default: the model's calibration)")
     decide.add_argument("--metric", choices=("cosine", "euclidean"),
                         help="scale of --threshold (default: the calibration's, else cosine)")
-    decide.add_argument("--gallery", required=True, metavar="G.db", help="the gallery file (SQLite)")
+    decide.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     decide.add_argument("--timeout", type=float, default=10.0, metavar="S", help="gallery lock wait (default 10)")
 
     p = sub.add_parser("verify", parents=[face, decide], help="1:1: is the face in IMG the enrolled NAME?",
@@ -459,9 +460,13 @@ def _cmd_demo(args) -> int:
 
 
 # --- gallery: enroll, list, remove, rename, export, import ----------------------------------
+GALLERY_HELP = ("the gallery: a SQLite file (G.db), or a PostgreSQL database "
+                "postgresql://user[:password]@host[:port]/dbname (pip install 'kerascnn[postgres]')")
+
+
 def _add_gallery_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--gallery", required=True, metavar="G.db", help="the gallery file (SQLite)")
+    common.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     common.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="seconds to wait for another process's write lock (default 10)")

@@ -94,6 +94,11 @@ class GalleryLockedError(GalleryError, OSError):
     """A gallery file that is locked by another process or is read-only."""
 
 
+class GalleryConnectionError(GalleryError, ConnectionError):
+    """A gallery database server that cannot be reached, refuses the credentials, or went away
+    in the middle of a transaction (rolled back, unless the connection broke during its commit)."""
+
+
 class DetectorError(FaceError):
     """A face detector that cannot be built or misbehaves: unknown name, missing or invalid model file."""
 

@@ -5,8 +5,13 @@ Enrollment (real LFW images): read, detect, align, embed, store, each timed on i
 same images, and end to end; the embedding stage is compared with ``model.predict`` on the same
 crops (the reference measured in the same run). Identification: galleries of random unit
 templates (``--sizes``, default 10^4, 10^5, 10^6), one query and a batch of 1,000, through
-``Gallery.search`` (one matrix product) against a bare NumPy ``q @ T.T`` + top-1 on the same
-matrix; and the gallery's faiss index with its recall@1, when faiss is installed.
+``Gallery.search`` (one query: the int8 scan with float32 re-ranking, and the float32 product;
+a batch: the float32 product) against a bare NumPy ``q @ T.T`` + top-1 on the same matrix, with
+the recall@1 of the gallery against that product and the memory per template; and the gallery's
+faiss index with its recall@1, when faiss is installed. Store throughput: enrollments per second
+with 1, 2 and 4 concurrent writer processes (``--writers``) into SQLite, and into PostgreSQL when
+``--postgres URL`` names a server where that user may create databases; with ``--postgres``,
+also the time a search process takes to load a PostgreSQL gallery of each size.
 
 Descriptor: the default (dlib) model's descriptor through Keras in float32 and bfloat16, against
 dlib's own ``compute_face_descriptor`` on the same chips (``--descriptor-count``).
@@ -20,9 +25,11 @@ OpenCV) to one core too, for a per-core comparison.
 Usage:
     python3 scripts/bench_face.py [--images ../shared/data/lfw/images] [--count 200] \\
         [--detector-model ../shared/models/face_detection_yunet_2026may.onnx] [--model M.keras] \\
-        [--sizes 10000 100000 1000000] [--threads 1] [--dlib-count 40]
+        [--sizes 10000 100000 1000000] [--threads 1] [--dlib-count 40] \\
+        [--writers 1 2 4] [--enrollments 500] [--postgres postgresql://user:pw@host/postgres]
 
-``--sizes`` with no number skips identification; ``--skip-enrollment`` skips enrollment.
+``--sizes`` (or ``--writers``) with no number skips identification (or the store throughput);
+``--skip-enrollment`` skips enrollment.
 
 Without ``--model`` the default face model is used (``--model small`` for the small one).
 ``KERASCNN_SMALL=1`` shrinks everything for a smoke run.
@@ -179,8 +186,15 @@ def _random_gallery(path: str, n: int, dim: int, per_identity: int, rng) -> np.n
 
 
 def bench_identification(args) -> list[dict]:
-    """Search latency of galleries of random templates: gallery vs bare matmul, exact and faiss."""
+    """Search latency of galleries of random templates: gallery vs bare float32 matmul, exact and faiss.
+
+    The gallery's exact search scans int8 codes and re-ranks in float32 for a few queries
+    (``exact_ms_1_query``; ``float32_ms_1_query`` is the same search through the float32 product),
+    and multiplies in float32 for a batch; ``exact_recall_at_1_vs_float32`` compares its top-1
+    identity with the owner of the bare product's top-1 template.
+    """
     from kerascnn.face.gallery import Gallery
+    from kerascnn.face.gallery import index as index_module
 
     rng = np.random.default_rng(0)
     rows = []
@@ -195,17 +209,37 @@ def bench_identification(args) -> list[dict]:
             queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
             row = {"templates": n, "identities": n // args.per_identity, "build_s": round(t_build, 1)}
             with Gallery(path, None, create=False) as gallery:
-                gallery.search(queries[:1])  # load the matrix once
+                _, row["load_s"] = _timed(lambda: gallery.search(queries[:1]))  # the first search loads the index
+                row["load_s"] = round(row["load_s"], 1)
                 _, t1 = _timed(lambda: gallery.search(queries[:1], k=5), repeat=20)
                 (names, _), tb = _timed(lambda: gallery.search(queries, k=5), repeat=3)
-                row["exact_ms_1_query"] = round(1000 * t1, 2)
-                row["exact_ms_1000_queries"] = round(1000 * tb, 1)
-                row["exact_recall_at_1"] = float(np.mean(names[:, 0] == np.array([f"id{o:07d}" for o in owner[picked]])))
+                compact = index_module.COMPACT_MAX_QUERIES
+                index_module.COMPACT_MAX_QUERIES = 0
+                _, t1_f32 = _timed(lambda: gallery.search(queries[:1], k=5), repeat=20)
+                index_module.COMPACT_MAX_QUERIES = compact
+                (names1, _), _ = _timed(lambda: gallery.search(queries[:8], k=1))
+                memory = gallery._cache.bytes_per_template
+                with Gallery(path, None, create=False) as writer:  # another connection changes the gallery
+                    writer.enroll("newcomer", templates[:args.per_identity])
+                    _, t_enrolled = _timed(lambda: gallery.search(queries[:1], k=5))  # reads the newcomer only
+                    writer.remove("newcomer")
+                    _, t_removed = _timed(lambda: gallery.search(queries[:1], k=5))  # drops its rows
+                row["search_after_another_enrollment_ms"] = round(1000 * t_enrolled, 1)
+                row["search_after_another_removal_ms"] = round(1000 * t_removed, 1)
+            row["exact_ms_1_query"] = round(1000 * t1, 2)
+            row["float32_ms_1_query"] = round(1000 * t1_f32, 2)
+            row["exact_ms_1000_queries"] = round(1000 * tb, 1)
+            row["exact_recall_at_1"] = float(np.mean(names[:, 0] == np.array([f"id{o:07d}" for o in owner[picked]])))
             _, r1 = _timed(lambda: np.argmax(queries[:1] @ templates.T, axis=1), repeat=20)
-            _, rb = _timed(lambda: np.argmax(queries @ templates.T, axis=1), repeat=3)
+            best, rb = _timed(lambda: np.argmax(queries @ templates.T, axis=1), repeat=3)
+            reference = np.array([f"id{o:07d}" for o in owner[best]], dtype=object)
+            row["exact_recall_at_1_vs_float32"] = float(np.mean(names[:, 0] == reference))
+            row["compact_recall_at_1_vs_float32_8_queries"] = float(np.mean(names1[:, 0] == reference[:8]))
             row["numpy_matmul_ms_1_query"] = round(1000 * r1, 2)
             row["numpy_matmul_ms_1000_queries"] = round(1000 * rb, 1)
+            row["gallery_over_matmul_1"] = round(t1 / r1, 2)
             row["gallery_over_matmul_1000"] = round(tb / rb, 2)
+            row["bytes_per_template"] = {**memory, "numpy_float32": 4 * 128}
             try:
                 import faiss  # noqa: F401
             except ImportError:
@@ -289,6 +323,115 @@ def bench_descriptor(args) -> dict:
     return report
 
 
+def _enroll_worker(location: str, tag: int, count: int, results) -> None:
+    """One writer process: ``count`` enrollments (one transaction each, 2 templates of 128-d)."""
+    from kerascnn.face.gallery import Gallery
+
+    rng = np.random.default_rng(tag)
+    batches = rng.standard_normal((count, 2, 128), dtype=np.float32)
+    with Gallery(location, None, timeout=120) as gallery:
+        start = time.time()
+        for i in range(count):
+            gallery.enroll(f"w{tag}-{i:06d}", batches[i])
+        results.put((start, time.time()))
+
+
+def bench_writers(args) -> list[dict]:
+    """Enrollments per second with 1, 2, 4 concurrent writer processes: SQLite, and PostgreSQL
+    when ``--postgres`` names a server (each run gets a new database, dropped afterwards)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no inherited TensorFlow state
+    stores = ["sqlite"] + (["postgresql"] if args.postgres else [])
+    rows = []
+    for store in stores:
+        for writers in args.writers:
+            with tempfile.TemporaryDirectory() as tmp:
+                if store == "sqlite":
+                    location, drop = os.path.join(tmp, "w.db"), None
+                else:
+                    location, drop = _new_database(args.postgres, f"kerascnn_bench_w{writers}")
+                from kerascnn.face.gallery import Gallery
+
+                Gallery(location, None).close()  # the schema, before the writers race
+                results = context.Queue()
+                procs = [context.Process(target=_enroll_worker, args=(location, w, args.enrollments, results))
+                         for w in range(writers)]
+                for p in procs:
+                    p.start()
+                spans = [results.get(timeout=600) for _ in procs]
+                for p in procs:
+                    p.join()
+                with Gallery(location, None, create=False) as gallery:
+                    assert len(gallery) == 2 * writers * args.enrollments  # nothing lost
+                if drop:
+                    drop()
+            wall = max(e for _, e in spans) - min(s for s, _ in spans)
+            total = writers * args.enrollments
+            row = {"store": store, "writers": writers, "enrollments": total, "templates": 2 * total,
+                   "enrollments_per_s": round(total / wall, 1)}
+            if store == "postgresql":
+                row["server"] = _server_settings(args.postgres)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
+def bench_postgres_load(args) -> list[dict]:
+    """Seconds for a search process to load a PostgreSQL gallery of ``n`` random templates (its
+    first search), for each of ``--sizes``; the rows are written with COPY, not through enroll."""
+    import psycopg
+
+    from kerascnn.face.gallery import Gallery
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for n in args.sizes:
+        location, drop = _new_database(args.postgres, f"kerascnn_bench_load{n}")
+        Gallery(location, None).close()
+        templates = rng.standard_normal((n, 128), dtype=np.float32)
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("UPDATE metadata SET value = '128' WHERE key = 'embedding_dim'")
+            with conn.cursor().copy("COPY identities (id, name, created) FROM STDIN") as copy:
+                for i in range(0, n, args.per_identity):
+                    copy.write_row((i // args.per_identity + 1, f"id{i // args.per_identity:07d}", "t"))
+            with conn.cursor().copy("COPY templates (identity_id, embedding, created) FROM STDIN") as copy:
+                for i in range(n):
+                    copy.write_row((i // args.per_identity + 1, templates[i].tobytes(), "t"))
+        with Gallery(location, None, create=False, read_only=True) as gallery:
+            _, t_load = _timed(lambda: gallery.search(templates[:1]))
+        drop()
+        row = {"store": "postgresql", "templates": n, "load_s": round(t_load, 1),
+               "server": _server_settings(args.postgres)}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
+def _server_settings(url: str) -> dict:
+    """The PostgreSQL settings that decide what a commit costs."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {key: conn.execute(f"SHOW {key}").fetchone()[0] for key in ("fsync", "synchronous_commit")}
+
+
+def _new_database(admin_url: str, name: str):
+    """(URL of a new empty database ``name`` on the server of ``admin_url``, a function dropping it)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_url.rpartition("/")
+
+    def drop():
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return f"{base}/{name}", drop
+
+
 def _limit_threads(n: int) -> None:
     """Hold TensorFlow (before its first op) and OpenCV to ``n`` threads."""
     import cv2
@@ -309,6 +452,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000] if SMALL else [10_000, 100_000, 1_000_000])
     parser.add_argument("--per-identity", type=int, default=10, help="templates per identity in the galleries")
     parser.add_argument("--skip-enrollment", action="store_true")
+    parser.add_argument("--writers", type=int, nargs="*", default=[1, 2] if SMALL else [1, 2, 4],
+                        help="concurrent writer processes for the store throughput (none: skip it)")
+    parser.add_argument("--enrollments", type=int, default=50 if SMALL else 500,
+                        help="enrollments (transactions of 2 templates) per writer")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="PostgreSQL URL of a user who may create databases (adds its writer throughput)")
     parser.add_argument("--threads", type=int, help="CPU threads for TensorFlow and OpenCV (default: all)")
     parser.add_argument("--dlib-count", type=int, default=4 if SMALL else 40,
                         help="photos for the dlib reference (0: skip it)")
@@ -326,6 +475,10 @@ def main(argv=None) -> int:
         report["enrollment"] = bench_enrollment(args)
         print(json.dumps(report["enrollment"]), file=sys.stderr)
     report["identification"] = bench_identification(args)
+    if args.writers:
+        report["store_writers"] = bench_writers(args)
+    if args.postgres and args.sizes:
+        report["postgres_load"] = bench_postgres_load(args)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import pytest
 
 from kerascnn.cli import EXIT_ERROR, EXIT_OK, main
 from kerascnn.face.gallery import Gallery
+
+from _gallery_stores import location, new_location, postgres_server, raw_query, store  # noqa: F401 (fixtures)
 
 IDENTITY = {"name": "fake", "input_size": [16, 16, 3], "embedding_dim": 4, "weights_sha256": "0" * 64}
 
@@ -23,8 +24,9 @@ def _seed():
 
 
 @pytest.fixture
-def gallery_path(tmp_path):
-    path = tmp_path / "g.db"
+def gallery_path(location):
+    """A gallery of two people in each store."""
+    path = location
     rng = np.random.default_rng(0)
     with Gallery(path, IDENTITY) as g:
         g.enroll("alice", rng.normal(size=(2, 4)))
@@ -38,14 +40,11 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def snapshot(path: Path):
+def snapshot(path):
     """Everything a gallery holds, to check it is left as it was."""
-    con = sqlite3.connect(path)
-    try:
-        return (con.execute("SELECT * FROM identities ORDER BY id").fetchall(),
-                con.execute("SELECT * FROM templates ORDER BY id").fetchall())
-    finally:
-        con.close()
+    return (raw_query(path, "SELECT * FROM identities ORDER BY id"),
+            [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+             for row in raw_query(path, "SELECT * FROM templates ORDER BY id")])
 
 
 def assert_one_line_error(code, err, command, pattern):
@@ -77,11 +76,11 @@ def test_remove_and_rename(capsys, gallery_path):
         assert [(i.name, i.templates) for i in g.identities()] == [("Robert'); DROP TABLE templates;--", 2)]
 
 
-def test_export_import_round_trip(capsys, gallery_path, tmp_path):
+def test_export_import_round_trip(capsys, gallery_path, tmp_path, new_location):
     out_file = tmp_path / "faces.npz"
     code, out, _ = run(capsys, "export", "--gallery", gallery_path, out_file)
     assert code == EXIT_OK and out.strip() == f"exported 3 templates to {out_file}"
-    copy = tmp_path / "copy.db"
+    copy = new_location("copy")
     code, out, _ = run(capsys, "import", "--gallery", copy, out_file, "--json")
     assert code == EXIT_OK and json.loads(out) == {"imported": str(out_file), "templates": 3}
     assert snapshot(copy)[1] == snapshot(gallery_path)[1]
@@ -103,7 +102,10 @@ def test_errors_leave_the_gallery_as_it_was(capsys, gallery_path, tmp_path, argv
     assert snapshot(gallery_path) == before
 
 
-def test_missing_corrupt_and_read_only_galleries(capsys, tmp_path, gallery_path):
+def test_missing_corrupt_and_read_only_galleries(capsys, tmp_path):
+    gallery_path = tmp_path / "g.db"
+    with Gallery(gallery_path, IDENTITY) as g:
+        g.enroll("alice", np.ones((3, 4)))
     missing = tmp_path / "missing.db"
     code, _, err = run(capsys, "list", "--gallery", missing)
     assert_one_line_error(code, err, "list", "missing.db does not exist")
@@ -123,6 +125,23 @@ def test_missing_corrupt_and_read_only_galleries(capsys, tmp_path, gallery_path)
     finally:
         os.chmod(gallery_path, 0o600)
     assert snapshot(gallery_path) == before
+
+
+def test_postgres_server_problems_are_one_line_errors(capsys, postgres_server, tmp_path):
+    """Wrong password, missing database, no server: exit 2 with a message that names the problem
+    (and never the password)."""
+    database = postgres_server.new_database()
+    cases = [
+        (postgres_server.url(database, password="wrong-pw"), "the server refused the credentials"),
+        (postgres_server.url("no_such_db"), "the database does not exist"),
+        (postgres_server.url(database).replace(f":{postgres_server.port}/", ":1/"), "cannot reach the server"),
+        (postgres_server.url(database), "has no gallery tables"),
+    ]
+    for url, pattern in cases:
+        code, _, err = run(capsys, "list", "--gallery", url, "--timeout", "2")
+        assert_one_line_error(code, err, "list", pattern)
+        assert "wrong-pw" not in err and "s3cret" not in err
+    postgres_server.drop_database(database)
 
 
 def test_import_of_a_bad_file_creates_no_gallery(capsys, tmp_path):

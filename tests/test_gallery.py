@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import stat
 from pathlib import Path
@@ -23,6 +24,8 @@ from kerascnn.errors import (
     UnknownIdentityError,
 )
 from kerascnn.face.gallery import Gallery, model_identity
+
+from _gallery_stores import location, new_location, postgres_server, raw_query, store  # noqa: F401 (fixtures)
 
 DIM = 8
 IDENTITY = {"name": "fake", "input_size": [16, 16, 3], "embedding_dim": DIM, "weights_sha256": "0" * 64}
@@ -47,9 +50,15 @@ def rng():
 
 
 @pytest.fixture
-def gallery(tmp_path):
-    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+def gallery(location):
+    """A new gallery of each store."""
+    with Gallery(location, IDENTITY) as g:
         yield g
+
+
+def at(gallery) -> str:
+    """A regex matching the gallery's name in messages."""
+    return re.escape(gallery.location)
 
 
 class FakePipeline:
@@ -135,7 +144,7 @@ def test_created_owner_only_in_wal_mode_with_metadata(tmp_path, rng):
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     meta = dict(con.execute("SELECT key, value FROM metadata"))
-    assert meta["format_version"] == "1" and json.loads(meta["model_identity"]) == IDENTITY
+    assert meta["format_version"] == "2" and json.loads(meta["model_identity"]) == IDENTITY
     blob, source = con.execute("SELECT embedding, source_sha256 FROM templates").fetchone()
     assert isinstance(blob, bytes) and len(blob) == DIM * 4 and source is None  # raw float32, no pickle
     con.close()
@@ -184,15 +193,46 @@ def test_foreign_sqlite_schema_is_corrupt_and_untouched(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_newer_format_version_refused(tmp_path):
-    path = tmp_path / "g.db"
-    Gallery(path, IDENTITY).close()
-    con = sqlite3.connect(path)
-    con.execute("UPDATE metadata SET value = '99' WHERE key = 'format_version'")
-    con.commit()
-    con.close()
-    with pytest.raises(GalleryCorruptError, match="format version 99, this kerascnn reads version 1"):
-        Gallery(path)
+def test_newer_format_version_refused(location):
+    Gallery(location, IDENTITY).close()
+    raw_query(location, "UPDATE metadata SET value = '99' WHERE key = 'format_version'")
+    with pytest.raises(GalleryCorruptError, match="format version 99, this kerascnn reads versions 1 to 2"):
+        Gallery(location)
+    assert raw_query(location, "SELECT value FROM metadata WHERE key = 'format_version'") == [("99",)]
+
+
+def test_foreign_postgres_database_is_refused_and_untouched(postgres_server):
+    database = postgres_server.new_database()
+    url = postgres_server.url(database)
+    raw_query(url, "CREATE TABLE users (id INTEGER, email TEXT)")
+    raw_query(url, "INSERT INTO users VALUES (1, 'a@b.c')")
+    with pytest.raises(GalleryCorruptError, match=r"is not a kerascnn gallery: expected tables .*found users "
+                                                  r"\(the database was left untouched\)"):
+        Gallery(url, IDENTITY)
+    tables = raw_query(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    assert tables == [("users",)] and raw_query(url, "SELECT * FROM users") == [(1, "a@b.c")]
+    postgres_server.drop_database(database)
+
+
+def test_postgres_holds_raw_float32_and_the_model(postgres_server, rng):
+    database = postgres_server.new_database()
+    url = postgres_server.url(database)
+    with Gallery(url, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 2), sources=[b"a", None])
+        assert "s3cret" not in g.location and "***" in g.location and "s3cret" not in repr(g)
+    meta = dict(raw_query(url, "SELECT key, value FROM metadata"))
+    assert meta["format_version"] == "2" and json.loads(meta["model_identity"]) == IDENTITY
+    rows = raw_query(url, "SELECT embedding, source_sha256 FROM templates ORDER BY id")
+    assert [len(bytes(b)) for b, _ in rows] == [DIM * 4] * 2  # raw float32, no pickle
+    assert rows[0][1] == hashlib.sha256(b"a").hexdigest() and rows[1][1] is None
+    postgres_server.drop_database(database)
+
+
+def test_empty_database_without_create_is_not_found(location):
+    if isinstance(location, Path):
+        location.touch()
+    with pytest.raises(GalleryNotFoundError, match="has no gallery tables"):
+        Gallery(location, create=False)
 
 
 # --- enroll, list, templates, remove, rename --------------------------------------------------
@@ -209,9 +249,7 @@ def test_enroll_several_templates_and_read_back(gallery, rng, tmp_path):
     np.testing.assert_array_equal(gallery.templates("alice"), a)
     np.testing.assert_array_equal(gallery.templates("bob"), b[None])
     assert len(gallery) == 4 and "alice" in gallery and "carol" not in gallery
-    con = sqlite3.connect(gallery.path)
-    sources = [r[0] for r in con.execute("SELECT source_sha256 FROM templates ORDER BY id")]
-    con.close()
+    sources = [r[0] for r in raw_query(gallery.path, "SELECT source_sha256 FROM templates ORDER BY id")]
     assert sources[:3] == [hashlib.sha256(b"image bytes").hexdigest(), hashlib.sha256(b"raw").hexdigest(), None]
 
 
@@ -241,7 +279,7 @@ def test_remove_and_rename(gallery, rng):
 def test_unknown_identity(gallery, rng, call):
     gallery.enroll("alice", unit(rng, 1))
     args = ("carol", "dave") if call == "rename" else ("carol",)
-    with pytest.raises(UnknownIdentityError, match=r"^'carol' is not enrolled in gallery .*g\.db$"):
+    with pytest.raises(UnknownIdentityError, match=rf"^'carol' is not enrolled in gallery {at(gallery)}$"):
         getattr(gallery, call)(*args)
     assert [i.name for i in gallery.identities()] == ["alice"]
 
@@ -276,8 +314,8 @@ def test_sources_count_must_match(gallery, rng):
         gallery.enroll("alice", unit(rng, 2), sources=[b"x"])
 
 
-def test_model_mismatch_names_the_field(tmp_path, rng):
-    path = tmp_path / "g.db"
+def test_model_mismatch_names_the_field(location, rng):
+    path = location
     with Gallery(path, IDENTITY) as g:
         g.enroll("alice", unit(rng, 1))
     other = dict(IDENTITY, weights_sha256="f" * 64)
@@ -292,8 +330,8 @@ def test_model_mismatch_names_the_field(tmp_path, rng):
         assert len(g) == 1
 
 
-def test_gallery_without_model_adopts_first_model(tmp_path, rng):
-    with Gallery(tmp_path / "g.db") as g:
+def test_gallery_without_model_adopts_first_model(location, rng):
+    with Gallery(location) as g:
         assert g.model_identity is None and g.embedding_dim is None
         g.enroll("alice", unit(rng, 1), model_identity=IDENTITY)
         assert g.model_identity == IDENTITY and g.embedding_dim == DIM
@@ -319,7 +357,7 @@ def test_search_matches_slow_reference(gallery, rng):
 
 
 def test_search_in_chunks_equals_whole(gallery, rng, monkeypatch):
-    import kerascnn.face.gallery as module
+    import kerascnn.face.gallery.index as module
 
     for i in range(5):
         gallery.enroll(f"p{i}", unit(rng, 2))
@@ -332,8 +370,8 @@ def test_search_in_chunks_equals_whole(gallery, rng, monkeypatch):
     np.testing.assert_allclose(chunked[1], whole[1], atol=1e-6)
 
 
-def test_search_matrix_reloads_when_file_changes(tmp_path, rng):
-    path = tmp_path / "g.db"
+def test_search_matrix_reloads_when_file_changes(location, rng):
+    path = location
     with Gallery(path, IDENTITY) as reader, Gallery(path, IDENTITY) as writer:
         a, b = unit(rng, 1), unit(rng, 1)
         writer.enroll("alice", a)
@@ -350,7 +388,7 @@ def test_search_matrix_reloads_when_file_changes(tmp_path, rng):
 
 
 def test_search_errors(gallery, rng):
-    with pytest.raises(EmptyGalleryError, match=r"gallery .*g\.db is empty: enroll someone before searching"):
+    with pytest.raises(EmptyGalleryError, match=rf"gallery {at(gallery)} is empty: enroll someone before searching"):
         gallery.search(unit(rng, 1))
     gallery.enroll("alice", unit(rng, 1))
     with pytest.raises(GalleryInputError, match=r"queries have dimension 4, gallery .* holds 8-d templates \(queries shape \(2, 4\)\)"):
@@ -364,9 +402,9 @@ def test_search_errors(gallery, rng):
         gallery.search(unit(rng, 1))
 
 
-def test_faiss_index_same_api(tmp_path, rng):
+def test_faiss_index_same_api(location, rng):
     pytest.importorskip("faiss")
-    path = tmp_path / "g.db"
+    path = location
     with Gallery(path, IDENTITY) as exact:
         for i in range(12):
             exact.enroll(f"p{i}", unit(rng, 2))
@@ -405,23 +443,41 @@ def _export_file(tmp_path, templates):
 
 
 # --- locked and read-only ---------------------------------------------------------------------------
-def test_locked_by_another_writer(tmp_path, rng):
-    path = tmp_path / "g.db"
+def test_locked_by_another_writer(location, rng):
+    path = location
     with Gallery(path, IDENTITY) as g:
         g.enroll("alice", unit(rng, 1))
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+    if isinstance(path, Path):
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+    else:
+        import psycopg
+
+        holder = psycopg.connect(path, autocommit=True)
+        holder.execute("BEGIN")  # another process's write lock: the gallery's advisory lock
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext('kerascnn-gallery:' || current_schema()))")
     try:
         with Gallery(path, IDENTITY, timeout=0.2) as g:
-            with pytest.raises(GalleryLockedError, match=r"g\.db is locked by another process \(waited 0.2 s\)"):
+            with pytest.raises(GalleryLockedError, match=rf"{at(g)} is locked by another process \(waited 0.2 s\)"):
                 g.enroll("bob", unit(rng, 1))
-            assert [i.name for i in g.identities()] == ["alice"]  # reads still work (WAL)
+            assert [i.name for i in g.identities()] == ["alice"]  # reads still work
             assert g.search(unit(rng, 1))[0].tolist() == [["alice"]]
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     with Gallery(path, IDENTITY) as g:
         assert g.enroll("bob", unit(rng, 1)) == 1
+
+
+def test_read_only_gallery_refuses_writes(location, rng):
+    with Gallery(location, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 2))
+    with Gallery(location, IDENTITY, read_only=True, create=False) as g:
+        assert g.search(unit(rng, 1))[0].tolist() == [["alice"]]
+        with pytest.raises(GalleryLockedError, match=rf"{at(g)} is read-only: it can be searched and listed"):
+            g.remove("alice")
+    with Gallery(location, create=False) as g:
+        assert [(i.name, i.templates) for i in g.identities()] == [("alice", 2)]
 
 
 def test_read_only_file_reads_but_refuses_writes(tmp_path, rng):
@@ -446,7 +502,7 @@ def test_read_only_file_reads_but_refuses_writes(tmp_path, rng):
 
 # --- export and import ------------------------------------------------------------------------------
 @pytest.mark.parametrize("ext", [".json", ".npz"])
-def test_export_import_round_trip(gallery, rng, tmp_path, ext):
+def test_export_import_round_trip(gallery, rng, tmp_path, new_location, ext):
     gallery.enroll(EVIL, unit(rng, 2), sources=[b"a", b"b"])
     gallery.enroll("bob", unit(rng, 1))
     out = tmp_path / f"export{ext}"
@@ -455,7 +511,7 @@ def test_export_import_round_trip(gallery, rng, tmp_path, ext):
     if ext == ".npz":
         with np.load(out, allow_pickle=False) as data:  # loads without pickle
             assert data["embeddings"].dtype == np.float32 and data["embeddings"].shape == (3, DIM)
-    with Gallery(tmp_path / "copy.db") as copy:
+    with Gallery(new_location("copy")) as copy:
         assert copy.import_(out) == 3
         assert copy.import_(out) == 0  # importing twice adds nothing
         assert copy.model_identity == IDENTITY
@@ -465,11 +521,13 @@ def test_export_import_round_trip(gallery, rng, tmp_path, ext):
             np.testing.assert_array_equal(copy.templates(name), gallery.templates(name))
         copy.export(tmp_path / f"again{ext}")
     if ext == ".json":
-        assert json.loads((tmp_path / "again.json").read_text()) == json.loads(out.read_text())
+        again, first = json.loads((tmp_path / "again.json").read_text()), json.loads(out.read_text())
+        assert again.pop("created") >= first.pop("created")  # each gallery's own creation time
+        assert again == first
 
 
-def test_import_refuses_other_model_and_bad_files(gallery, rng, tmp_path):
-    with Gallery(tmp_path / "other.db", dict(IDENTITY, name="other")) as other:
+def test_import_refuses_other_model_and_bad_files(gallery, rng, tmp_path, new_location):
+    with Gallery(new_location("other"), dict(IDENTITY, name="other")) as other:
         other.enroll("zed", unit(rng, 1))
         other.export(tmp_path / "other.json")
     with pytest.raises(GalleryModelMismatchError, match="differs in name"):
@@ -501,11 +559,11 @@ def test_import_with_a_bad_template_writes_nothing(gallery, rng, tmp_path):
 
 
 # --- enrollment through a face pipeline ---------------------------------------------------------------
-def test_enroll_images_strict_and_lenient(tmp_path):
+def test_enroll_images_strict_and_lenient(tmp_path, location):
     folder = make_folder(tmp_path / "faces", {"alice": 3}, bad=("alice/1",))
     paths = sorted((folder / "alice").iterdir())
     pipeline = FakePipeline()
-    gallery = Gallery(tmp_path / "g.db", model_identity(pipeline.model))
+    gallery = Gallery(location, model_identity(pipeline.model))
     with Gallery(gallery.path) as g:  # the pipeline's model is checked against the gallery's
         with pytest.raises(GalleryModelMismatchError, match="differs in name"):
             g.enroll_images("alice", paths, FakePipeline(name="another"))
@@ -520,11 +578,11 @@ def test_enroll_images_strict_and_lenient(tmp_path):
     assert again.enrolled == {} and again.skipped == 2 and pipeline.calls[-1] == [str(paths[1])]
 
 
-def test_enroll_folder_commits_per_identity_and_resumes(tmp_path, capsys):
+def test_enroll_folder_commits_per_identity_and_resumes(tmp_path, location, capsys):
     folder = make_folder(tmp_path / "faces", {"ann": 2, "bob": 3, "cat": 1}, bad=("bob/0",))
     (folder / "empty").mkdir()
     pipeline = FakePipeline()
-    with Gallery(tmp_path / "g.db", model_identity(pipeline.model)) as g:
+    with Gallery(location, model_identity(pipeline.model)) as g:
         report = g.enroll_folder(folder, pipeline, progress=True)
         assert report.enrolled == {"ann": 2, "bob": 2, "cat": 1} and report.templates == 5
         assert [p for p, _ in report.failures] == [str(folder / "bob" / "0.jpg")]
@@ -536,10 +594,10 @@ def test_enroll_folder_commits_per_identity_and_resumes(tmp_path, capsys):
         assert [(i.name, i.templates) for i in g.identities()] == [("ann", 2), ("bob", 2), ("cat", 2)]
 
 
-def test_enroll_folder_model_mismatch_before_any_work(tmp_path, rng):
+def test_enroll_folder_model_mismatch_before_any_work(tmp_path, location, rng):
     folder = make_folder(tmp_path / "faces", {"ann": 1})
     pipeline = FakePipeline(name="another")
-    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+    with Gallery(location, IDENTITY) as g:
         with pytest.raises(GalleryModelMismatchError):
             g.enroll_folder(folder, pipeline, progress=False)
         assert pipeline.calls == [] and g.identities() == []
@@ -565,7 +623,7 @@ class _RacingConnection:
 
 @pytest.mark.parametrize("fails", [3, 10_000])
 def test_journal_mode_switch_racing_another_process_is_retried(tmp_path, monkeypatch, fails):
-    import kerascnn.face.gallery as module
+    import kerascnn.face.gallery.sqlite as module
 
     connections = []
     real_connect = sqlite3.connect
@@ -583,3 +641,163 @@ def test_journal_mode_switch_racing_another_process_is_retried(tmp_path, monkeyp
         with pytest.raises(GalleryLockedError, match=r"g\.db is locked by another process \(waited 0.2 s\)"):
             Gallery(tmp_path / "g.db", IDENTITY, timeout=0.2)
         assert connections[0].tries > 3
+
+
+# --- compact exact search and incremental updates ------------------------------------------------
+def test_8bit_error_bound_holds():
+    pytest.importorskip("faiss")
+    from kerascnn.face.gallery.index import _encode, _scalar_quantizer
+
+    rng = np.random.default_rng(3)
+    templates, queries = unit(rng, 500, 64), unit(rng, 50, 64)
+    codes = _scalar_quantizer(64)
+    errors = np.concatenate([_encode(codes, templates[:1]), _encode(codes, templates[1:])])  # range from 1 row
+    assert codes.ntotal == 500 and codes.sa_code_size() == 64  # one byte per component
+    decoded = codes.sa_decode(codes.sa_encode(templates)).astype(np.float64)
+    exact = queries.astype(np.float64) @ templates.T.astype(np.float64)
+    approx = queries.astype(np.float64) @ decoded.T
+    assert (np.abs(exact - approx) <= errors + 1e-6).all()
+    assert 0 < np.median(errors) < 0.05  # a real, small error
+    scores, _ = codes.search(queries, 500)  # faiss's scan scores the decoded templates
+    np.testing.assert_allclose(np.sort(scores, axis=1), np.sort(approx, axis=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("per_identity", [1, 3])
+def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypatch):
+    pytest.importorskip("faiss")
+    from kerascnn.face.gallery import index as module
+    from kerascnn.face.gallery.index import SearchIndex
+
+    rng = np.random.default_rng(per_identity)
+    n, d = 3000, 32
+    templates = unit(rng, n, d)
+    owners = np.arange(n) // per_identity
+    index = SearchIndex(d, compact=True)
+    names = {int(o): f"id{o}" for o in owners}
+    index.replace(1, [], owners[:10], names, templates[:10])  # the quantizer's range: from 10 rows
+    index.replace(2, [], owners[10:], names, templates[10:])
+    picked = rng.integers(0, n, 40)
+    probes = np.concatenate([templates[picked] + 0.6 * unit(rng, 40, d), unit(rng, 10, d)])  # noisy, and near no one
+    probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+    for k in (1, 5):
+        monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)  # every chunk: the float32 product
+        names_f, scores_f = index.search_exact(probes, k)
+        monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 64)  # every chunk: the 8-bit scan and re-rank
+        monkeypatch.setattr(module, "COMPACT_MIN_TEMPLATES", 0)
+        with monkeypatch.context() as m:
+            m.setattr(SearchIndex, "_top_float32", None)  # (not used)
+            names_c, scores_c = index.search_exact(probes, k)
+        assert names_c.tolist() == names_f.tolist()  # recall@k = 1.0 against float32 exact search
+        np.testing.assert_allclose(scores_c, scores_f, atol=1e-6)
+        people = {f"id{o}": templates[owners == o] for o in range(owners.max() + 1)}
+        ref_names, ref_scores = reference_search(people, probes[::5], k)  # slow, obvious, float64
+        assert names_c[::5].tolist() == ref_names
+        np.testing.assert_allclose(scores_c[::5], ref_scores, atol=1e-5)
+    assert (names_c[:40, 0] == np.array([f"id{o}" for o in owners[picked]], dtype=object)).all()
+
+
+def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
+    """1,500 near-copies of one template: the scan's first 1,024 approximate scores cannot settle
+    the top 15, so it asks for more, and the answer is still the float32 one."""
+    pytest.importorskip("faiss")
+    from kerascnn.face.gallery import index as module
+    from kerascnn.face.gallery.index import SearchIndex
+
+    rng = np.random.default_rng(5)
+    crowd = unit(rng, 1, 32) + 0.02 * unit(rng, 1500, 32)
+    templates = np.concatenate([unit(rng, 2000, 32), crowd / np.linalg.norm(crowd, axis=1, keepdims=True)])
+    index = SearchIndex(32, compact=True)
+    index.replace(1, [], np.arange(len(templates)), {i: f"id{i}" for i in range(len(templates))}, templates)
+    sizes = []
+    scan = index._codes
+
+    class Spy:
+        def search(self, queries, m):
+            sizes.append(m)
+            return scan.search(queries, m)
+
+    index._codes = Spy()
+    probe = templates[-1:]
+    monkeypatch.setattr(module, "COMPACT_MIN_TEMPLATES", 0)
+    names_c, scores_c = index.search_exact(probe, 15)
+    monkeypatch.setattr(module, "COMPACT_MAX_QUERIES", 0)
+    names_f, scores_f = index.search_exact(probe, 15)
+    assert sizes[0] == 1024 and max(sizes) > 1024  # widened
+    assert names_c.tolist() == names_f.tolist()
+    np.testing.assert_allclose(scores_c, scores_f, atol=1e-6)
+
+
+def test_index_follows_changes_incrementally(location, rng, monkeypatch):
+    from kerascnn.face.gallery import index as module
+
+    monkeypatch.setattr(module, "COMPACT_MIN_TEMPLATES", 0)  # the 8-bit codes are searched too (with faiss)
+    with Gallery(location, IDENTITY) as reader, Gallery(location, IDENTITY) as writer:
+        people = {f"p{i}": unit(rng, 2) for i in range(6)}
+        for name, ts in people.items():
+            writer.enroll(name, ts)
+        assert reader.search(people["p0"][0])[0].tolist() == [["p0"]]
+        index = reader._cache
+        assert index.last_fetched == 12  # the first search loads everything
+        writer.enroll("new", unit(rng, 3))
+        writer.enroll("p1", unit(rng, 1))  # one more template of an enrolled identity
+        writer.remove("p2")
+        writer.rename("p3", "ann")
+        names, _ = reader.search(np.concatenate([people["p2"], people["p3"]]), k=7)
+        assert reader._cache is index and index.last_fetched == 3 + 3 + 0 + 2  # only what changed is read
+        assert "p2" not in names.ravel() and "p3" not in names.ravel() and names[2, 0] == "ann"
+        fresh = Gallery(location, IDENTITY)
+        queries = np.concatenate([unit(rng, 4), people["p4"], people["p5"]])
+        for k in (1, 4):
+            expected = fresh.search(queries, k=k)
+            got = reader.search(queries, k=k)
+            assert got[0].tolist() == expected[0].tolist()
+            np.testing.assert_allclose(got[1], expected[1], atol=1e-6)
+        fresh.close()
+        for name in list(people)[:2] + ["new", "ann", "p4", "p5"]:
+            writer.remove(name)
+        with pytest.raises(EmptyGalleryError):
+            reader.search(queries)
+
+
+def test_version_1_gallery_is_upgraded_when_opened_writable(tmp_path, rng):
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", unit(rng, 1))
+    raw_query(path, "DROP TABLE changes")  # what version 1 wrote
+    raw_query(path, "UPDATE metadata SET value = '1' WHERE key = 'format_version'")
+    os.chmod(path, 0o400)
+    try:
+        with Gallery(path, IDENTITY) as old:  # read-only: searched as it is, reloaded on change
+            assert old.read_only and old.search(unit(rng, 1))[0].tolist() == [["alice"]]
+            assert old._store.change_log is False
+    finally:
+        os.chmod(path, 0o600)
+    with Gallery(path, IDENTITY) as g:
+        assert g._store.change_log and g.enroll("bob", unit(rng, 1)) == 1
+    assert raw_query(path, "SELECT value FROM metadata WHERE key = 'format_version'") == [("2",)]
+    assert len(raw_query(path, "SELECT * FROM changes")) == 1
+
+
+def test_postgres_schemas_are_separate_galleries(postgres_server, rng):
+    """One gallery per schema of one database (the shards of docs/gallery_at_scale.md): separate
+    contents, and a writer holding one schema's lock does not block the other's."""
+    import psycopg
+
+    database = postgres_server.new_database()
+    url = postgres_server.url(database)
+    raw_query(url, "CREATE SCHEMA shard_a")
+    raw_query(url, "CREATE SCHEMA shard_b")
+    urls = [f"{url}?options=-csearch_path%3D{schema}" for schema in ("shard_a", "shard_b")]
+    with Gallery(urls[0], IDENTITY) as a, Gallery(urls[1], IDENTITY, timeout=0.2) as b:
+        a.enroll("alice", unit(rng, 1))
+        b.enroll("bob", unit(rng, 2))
+        assert [i.name for i in a.identities()] == ["alice"] and [i.name for i in b.identities()] == ["bob"]
+        with psycopg.connect(urls[0], autocommit=True) as holder:  # shard_a's writer, mid-transaction
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(hashtext('kerascnn-gallery:' || current_schema()))")
+            assert b.enroll("carol", unit(rng, 1)) == 1  # shard_b does not wait
+            with Gallery(urls[0], IDENTITY, timeout=0.2) as a2, pytest.raises(GalleryLockedError):
+                a2.enroll("dave", unit(rng, 1))  # shard_a's does
+            holder.execute("ROLLBACK")
+    assert raw_query(url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'") == []
+    postgres_server.drop_database(database)

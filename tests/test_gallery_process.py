@@ -18,6 +18,8 @@ import pytest
 
 from kerascnn.face.gallery import Gallery
 
+from _gallery_stores import location, new_location, postgres_server, raw_query, store  # noqa: F401 (fixtures)
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
@@ -83,8 +85,8 @@ def test_gallery_imports_without_tensorflow():
     assert out.stdout.strip() == "[]"
 
 
-def test_two_processes_enrolling_at_once_keep_every_template(tmp_path):
-    path, n = tmp_path / "g.db", 40
+def test_two_processes_enrolling_at_once_keep_every_template(location):
+    path, n = location, 40
     children = [
         subprocess.Popen([sys.executable, "-c", CHILD_ENROLL, str(path), tag, str(n)], env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -110,12 +112,13 @@ with Gallery(sys.argv[1], timeout=20) as g:
 '''
 
 
-def test_many_processes_creating_the_same_gallery_all_enroll(tmp_path):
+def test_many_processes_creating_the_same_gallery_all_enroll(store, new_location):
     """8 processes opening one new gallery together (SQLite refuses a journal-mode switch that
     races another connection at once, without its busy wait: before the retry about 1 child in 50
-    failed; tests/test_gallery.py checks the retry deterministically)."""
-    for trial in range(6):
-        path = tmp_path / f"g{trial}.db"
+    failed; tests/test_gallery.py checks the retry deterministically. PostgreSQL: the schema is
+    created under the write lock, once)."""
+    for trial in range(6 if store == "sqlite" else 1):
+        path = new_location(f"g{trial}")
         children = [subprocess.Popen([sys.executable, "-c", CHILD_FIRST_ENROLL, str(path), str(i)], env=ENV,
                                      stderr=subprocess.PIPE, text=True) for i in range(8)]
         errors = [child.communicate(timeout=120)[1] for child in children]
@@ -124,8 +127,8 @@ def test_many_processes_creating_the_same_gallery_all_enroll(tmp_path):
             assert sorted(i.name for i in g.identities()) == [f"p{i}" for i in range(8)]
 
 
-def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
-    folder, path = tmp_path / "faces", tmp_path / "g.db"
+def test_killed_enrollment_keeps_every_committed_identity(tmp_path, location):
+    folder, path = tmp_path / "faces", location
     names = [f"person{i:03d}" for i in range(120)]
     for name in names:
         (folder / name).mkdir(parents=True)
@@ -136,7 +139,7 @@ def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until it is well into the enrollment
-            if path.exists() and _committed(path) >= 10:
+            if _committed(path) >= 10:
                 break
             assert child.poll() is None, child.stderr.read().decode()
             time.sleep(0.05)
@@ -145,9 +148,8 @@ def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
 
-    con = sqlite3.connect(path)
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
+    if isinstance(path, Path):
+        assert raw_query(path, "PRAGMA integrity_check") == [("ok",)]
     namespace: dict = {}
     exec(PIPELINE, namespace)
     pipeline = namespace["SlowPipeline"]()
@@ -168,8 +170,17 @@ def test_killed_enrollment_keeps_every_committed_identity(tmp_path):
         assert [(i.name, i.templates) for i in g.identities()] == [(name, 3) for name in names]
 
 
-def _committed(path: Path) -> int:
+def _committed(path) -> int:
     """Identities committed so far, read by another connection while the child writes."""
+    if not isinstance(path, Path):
+        import psycopg
+
+        try:
+            return raw_query(path, "SELECT COUNT(*) FROM identities")[0][0]
+        except psycopg.errors.UndefinedTable:  # the child has not written the schema yet
+            return 0
+    if not path.exists():
+        return 0
     con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
     try:
         return con.execute("SELECT COUNT(*) FROM identities").fetchone()[0]
@@ -177,3 +188,113 @@ def _committed(path: Path) -> int:
         return 0
     finally:
         con.close()
+
+
+CHILD_EDIT = r'''
+import sys
+import numpy as np
+from kerascnn.face.gallery import Gallery
+path, action, name = sys.argv[1:4]
+with Gallery(path, create=False, timeout=30) as g:
+    if action == "enroll":
+        g.enroll(name, np.random.default_rng(int(sys.argv[4])).normal(size=(2, 8)).astype(np.float32))
+    elif action == "remove":
+        g.remove(name)
+    elif action == "churn":  # enroll n people, removing every other one right after
+        for i in range(int(sys.argv[4])):
+            g.enroll(f"{name}{i}", np.random.default_rng(100 + i).normal(size=(2, 8)).astype(np.float32))
+            if i % 2:
+                g.remove(f"{name}{i}")
+'''
+
+
+def _edit(path, *args):
+    done = subprocess.run([sys.executable, "-c", CHILD_EDIT, str(path), *map(str, args)], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_another_process_changes_reach_the_next_search(location):
+    """Process A enrolls and removes; process B's next search sees it, from its updated index."""
+    import numpy as np
+
+    rng = np.random.default_rng
+    with Gallery(location, timeout=30) as searcher:
+        searcher.enroll("base", rng(1).normal(size=(1, 8)).astype(np.float32))
+        alice = rng(7).normal(size=(2, 8)).astype(np.float32)  # what the child enrolls for alice
+        assert searcher.search(alice)[0].tolist() == [["base"], ["base"]]
+        index = searcher._cache
+        _edit(location, "enroll", "alice", 7)
+        assert searcher.search(alice)[0].tolist() == [["alice"], ["alice"]]
+        assert searcher._cache is index and index.last_fetched == 2  # alice's templates only
+        _edit(location, "remove", "alice")
+        assert searcher.search(alice, k=5)[0].tolist() == [["base"], ["base"]]  # removed: never returned
+
+        churn = subprocess.Popen([sys.executable, "-c", CHILD_EDIT, str(location), "churn", "c", "30"], env=ENV,
+                                 stderr=subprocess.PIPE, text=True)
+        probes = np.concatenate([rng(100 + i).normal(size=(2, 8)).astype(np.float32) for i in range(30)])
+        while churn.poll() is None:  # search while the other process writes
+            searcher.search(probes, k=3)
+        assert churn.wait() == 0, churn.stderr.read()
+        names, scores = searcher.search(probes, k=3)
+        with Gallery(location, create=False) as fresh:
+            expected = fresh.search(probes, k=3)
+        assert names.tolist() == expected[0].tolist()
+        np.testing.assert_allclose(scores, expected[1], atol=1e-6)
+        removed = {f"c{i}" for i in range(1, 30, 2)}
+        assert not removed & set(names.ravel())
+        assert [names[2 * i, 0] for i in range(0, 30, 2)] == [f"c{i}" for i in range(0, 30, 2)]  # kept: found
+
+
+def test_server_gone_mid_enrollment_then_back_completes_it(tmp_path, postgres_server):
+    """PostgreSQL stopped in the middle of a folder enrollment: the child fails with a clear
+    message, every committed identity is whole, and a rerun once the server is back completes
+    the enrollment without duplicates; an open gallery reconnects by itself."""
+    from kerascnn.errors import GalleryConnectionError
+
+    database = postgres_server.new_database()
+    url = postgres_server.url(database)
+    folder = tmp_path / "faces"
+    names = [f"person{i:03d}" for i in range(120)]
+    for name in names:
+        (folder / name).mkdir(parents=True)
+        for j in range(3):
+            (folder / name / f"{j}.jpg").write_bytes(f"{name} photo {j}".encode())
+    child = subprocess.Popen([sys.executable, "-c", CHILD_FOLDER, url, str(folder)], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _committed(url) < 10:
+            assert child.poll() is None, child.stderr.read()
+            time.sleep(0.05)
+        with Gallery(url, create=False) as survivor:
+            postgres_server.stop("fast")  # the server goes away mid-enrollment
+            _, err = child.communicate(timeout=60)
+            assert child.returncode != 0
+            assert "GalleryConnectionError" in err and "run it again once the server is back" in err, err
+            assert "s3cret" not in err  # no password in the message
+            with pytest.raises(GalleryConnectionError, match="cannot reach the server or lost the connection"):
+                survivor.identities()
+            postgres_server.start()
+            infos = survivor.identities()  # reconnected
+        assert 10 <= len(infos) < len(names)
+        assert [i.name for i in infos] == names[: len(infos)] and all(i.templates == 3 for i in infos)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        if not _running(postgres_server):
+            postgres_server.start()
+    done = subprocess.run([sys.executable, "-c", CHILD_FOLDER, url, str(folder)], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Gallery(url, create=False) as g:
+        assert [(i.name, i.templates) for i in g.identities()] == [(name, 3) for name in names]
+    postgres_server.drop_database(database)
+
+
+def _running(server) -> bool:
+    try:
+        raw_query(server.url(), "SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 (any failure to connect means: not running)
+        return False

@@ -1,0 +1,182 @@
+"""What a gallery holds and checks: model identities, records, and the validation of names and templates.
+
+Plain NumPy and the standard library: no store, no search, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+import numpy as np
+
+from kerascnn.errors import GalleryCorruptError, GalleryInputError
+
+MAX_NAME_LENGTH = 256
+IDENTITY_FIELDS = ("name", "input_size", "embedding_dim", "weights_sha256")
+
+
+# --- model identity --------------------------------------------------------------------------
+def model_identity(model: Any) -> dict:
+    """The identity of an embedding model, as a gallery stores it.
+
+    Args:
+        model: a Keras model taking images ``(batch, h, w, c)`` and returning ``(batch, d)``
+            embeddings.
+
+    Returns:
+        ``{"name", "input_size": [h, w, c], "embedding_dim": d, "weights_sha256"}``; the
+        fingerprint is the sha256 of every weight's bytes, in the model's weight order.
+    """
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = weight.numpy() if hasattr(weight, "numpy") else weight
+        digest.update(np.ascontiguousarray(value).tobytes())
+    input_shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
+    return {
+        "name": str(model.name),
+        "input_size": [None if s is None else int(s) for s in tuple(input_shape)[1:]],
+        "embedding_dim": int(model.outputs[0].shape[-1]),
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (the source image hash stored with each template)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- records ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IdentityInfo:
+    """One enrolled identity: its name, number of templates and creation time (ISO 8601, UTC)."""
+
+    name: str
+    templates: int
+    created: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "templates": self.templates, "created": self.created}
+
+
+@dataclass
+class EnrollReport:
+    """What an enrollment did.
+
+    Attributes:
+        enrolled: templates added per identity name.
+        skipped: images whose source hash was already enrolled for that identity.
+        failures: ``(image path, error message)`` of images that gave no embedding.
+    """
+
+    enrolled: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def templates(self) -> int:
+        return sum(self.enrolled.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "enrolled": dict(self.enrolled),
+            "templates": self.templates,
+            "skipped": self.skipped,
+            "failures": [{"path": p, "error": e} for p, e in self.failures],
+        }
+
+
+# --- checks and conversions --------------------------------------------------------------------
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def short(value: Any) -> str:
+    """``value`` as JSON, cut to about 24 characters (for messages)."""
+    text = json.dumps(value)
+    return text if len(text) <= 24 else text[:20] + "...\""
+
+
+def is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def check_identity_dict(identity: Any) -> dict:
+    """``identity`` if it is a :func:`model_identity` dict; GalleryInputError otherwise."""
+    if not isinstance(identity, dict) or any(key not in identity for key in IDENTITY_FIELDS):
+        raise GalleryInputError(
+            f"model identity must be a dict with keys {', '.join(IDENTITY_FIELDS)} (see model_identity()), "
+            f"got {identity!r:.200}"
+        )
+    return identity
+
+
+def check_name(name: Any) -> str:
+    """``name`` if it is a valid identity name; GalleryInputError otherwise."""
+    if not isinstance(name, str):
+        raise GalleryInputError(f"identity name must be a string, got {type(name).__name__}")
+    if not name.strip() or len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in name):
+        raise GalleryInputError(
+            f"identity name must be 1 to {MAX_NAME_LENGTH} printable characters, not blank, got {name!r:.300}"
+        )
+    return name
+
+
+def check_embeddings(x: Any, what: str) -> np.ndarray:
+    """``(n, d)`` float32 from finite floating-point input; GalleryInputError otherwise."""
+    array = np.asarray(x)
+    if array.dtype.kind != "f":
+        raise GalleryInputError(f"{what} must be floating point, got dtype {array.dtype} with shape {array.shape}")
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise GalleryInputError(f"{what} must have shape (n, d) or (d,) with n, d > 0, got shape {np.shape(x)}")
+    if not np.all(np.isfinite(array)):
+        bad = np.flatnonzero(~np.all(np.isfinite(array), axis=1))
+        raise GalleryInputError(f"{what} of shape {array.shape} contain NaN or infinity (rows {bad[:10].tolist()})")
+    array = array.astype(np.float32)
+    if np.any(np.linalg.norm(array, axis=1) == 0):
+        raise GalleryInputError(f"{what} of shape {array.shape} contain an all-zero vector (no direction to compare)")
+    return array
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """A template as stored: raw little-endian float32 bytes (never pickled)."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes, dim: int) -> np.ndarray:
+    """The float32 template of a stored blob; GalleryCorruptError if it has not ``dim`` values."""
+    vector = np.frombuffer(blob, dtype="<f4")
+    if dim and vector.size != dim:
+        raise GalleryCorruptError(f"a template holds {vector.size} values, the gallery's dimension is {dim}")
+    return vector.astype(np.float32)
+
+
+def source_digests(sources: Sequence | None, n: int) -> list[str | None]:
+    """Per template, the sha256 of its source (file, bytes or ``"sha256:<hex>"``), or None."""
+    if sources is None:
+        return [None] * n
+    sources = list(sources)
+    if len(sources) != n:
+        raise GalleryInputError(f"got {len(sources)} sources for {n} embeddings")
+    digests = []
+    for source in sources:
+        if source is None:
+            digests.append(None)
+        elif isinstance(source, bytes):
+            digests.append(hashlib.sha256(source).hexdigest())
+        elif isinstance(source, str) and source.startswith("sha256:") and is_sha256(source[7:]):
+            digests.append(source[7:])
+        else:
+            digests.append(sha256_file(source))
+    return digests
