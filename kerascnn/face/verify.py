@@ -16,7 +16,9 @@ once with the mean template, renormalized (``reduce="mean"``: steadier with nois
 :func:`identify` uses the best template of each identity.
 
 The threshold comes from calibration (:func:`calibrate`), stored beside the model, not from a
-constant.
+constant. For 1:N, where a stranger meets every enrolled person and false positives grow with the
+gallery's size, :func:`calibrate_open_set` measures DIR at target FPIRs per gallery size on
+development people, and :func:`open_set_threshold` picks the threshold for a gallery.
 """
 
 from __future__ import annotations
@@ -354,7 +356,8 @@ def calibrate_open_set(
         fpirs: the target FPIRs.
         enroll_per_person: images enrolled per person (the others are mated searches).
         draws: random galleries per ``N`` (pooled).
-        metric: the scale of the stored thresholds, ``"cosine"`` or ``"euclidean"``.
+        metric: the scale of the stored thresholds, ``"cosine"`` or ``"euclidean"`` (the cosine
+            thresholds converted, to within float rounding).
         seed: seed of the draws.
         plot_path: write DIR against FPIR (one curve per ``N``) there as a PNG.
 
