@@ -337,7 +337,12 @@ def _cmd_identify(args) -> int:
 
     pipeline = _face_pipeline(args)
     with _open_for_search(args, pipeline) as gallery:
-        threshold, metric, point, described = _identify_threshold(args, len(gallery.identities()))
+        size = len(gallery.identities())
+        if size == 0:
+            from kerascnn.errors import EmptyGalleryError
+
+            raise EmptyGalleryError(f"gallery {args.gallery} is empty: enroll someone before identifying")
+        threshold, metric, point, described = _identify_threshold(args, size)
         probe, face = pipeline.embed_one(args.image)
         result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized

@@ -40,7 +40,7 @@ def setup(tmp_path_factory, orl_dir):
     folder.mkdir()
     for k in range(20, 32):
         (folder / f"s{k}").symlink_to(orl_dir / f"s{k}")
-    return {"model": model, "gallery": gallery, "folder": folder, "root": root}
+    return {"model": model, "gallery": gallery, "folder": folder, "root": root, "pipeline": pipeline}
 
 
 def _run(capsys, *argv):
@@ -84,6 +84,10 @@ def test_calibrate_open_set_then_identify_uses_the_operating_point(setup, orl_di
     code, _, err = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--fpir", 0.001, probe)
     assert code == 2 and "no 1:N operating point at FPIR 0.001 in the calibration (calibrated and measured: 0.1)" in err
+    empty = setup["root"] / "empty.db"
+    Gallery(empty, model_identity(setup["pipeline"].model)).close()
+    code, _, err = _run(capsys, "identify", "--gallery", empty, "--model", model, "--detector", "haar", probe)
+    assert code == 2 and f"gallery {empty} is empty: enroll someone before identifying" in err
     # --threshold still overrides
     code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--threshold", 0.25, "--json", probe)
