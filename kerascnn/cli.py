@@ -10,7 +10,13 @@ so that ``kerascnn --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
+import importlib.abc
+import importlib.machinery
+import os
 import sys
+import tempfile
 from typing import Sequence
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
@@ -509,8 +515,6 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import os
-    import tempfile
     from pathlib import Path
 
     from kerascnn.data.folders import scan_folder
@@ -732,37 +736,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LIGHT_COMMANDS = {"list", "remove", "rename", "export", "import"}  # they never load TensorFlow
-
-
-def _import_framework_quietly() -> None:
-    """Import TensorFlow and Keras with their start-up log lines swallowed.
-
-    TensorFlow's C++ libraries write several lines to file descriptor 2 when they load (absl's
-    "All log messages before absl::InitializeLog()", oneDNN and "Could not find cuda drivers"
-    notices), before any logging setting applies, and CUDA's "failed call to cuInit" error when
-    devices are first listed on a machine without a GPU. So fd 2 points at a temporary file while
-    TensorFlow is imported (and, on a machine without an NVIDIA device, while devices are listed),
-    and what was written there is replayed if the import fails. kerascnn's own messages come later
-    and are untouched; ``--verbose`` skips all this.
-    """
-    import glob
-    import os
-    import tempfile
-
-    if "tensorflow" in sys.modules:
-        return
-    no_gpu = not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/dxg")  # dxg: WSL2's GPU
+@contextlib.contextmanager
+def _stderr_parked():
+    """File descriptor 2 points at a temporary file inside the block; what was written there is
+    replayed on stderr if the block raises."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 2)
         try:
-            import keras  # noqa: F401
-            import tensorflow as tf
-
-            if no_gpu:  # a GPU machine keeps CUDA's errors: they say why the GPU is not used
-                tf.config.list_physical_devices()
+            yield
         except BaseException:
             os.dup2(saved, 2)
             log.seek(0)
@@ -771,6 +754,51 @@ def _import_framework_quietly() -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Loads TensorFlow with fd 2 parked: its C++ libraries write start-up lines there (absl's "All
+    log messages before absl::InitializeLog()", oneDNN and "Could not find cuda drivers" notices)
+    before any logging setting applies, and CUDA's "failed call to cuInit" error when devices are
+    first listed on a machine without a GPU (so they are listed here too, on such a machine; a
+    GPU machine keeps CUDA's errors, which say why its GPU is not used)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):  # get_resource_reader, is_package... of the real loader
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        no_gpu = not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/dxg")  # dxg: WSL2's GPU
+        with _stderr_parked():
+            self.loader.exec_module(module)
+            if no_gpu:
+                module.config.list_physical_devices()
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds TensorFlow, once, for :class:`_QuietLoader`; TensorFlow is imported only by the
+    commands that need it, when they need it, as before."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _quiet_framework() -> None:
+    """A normal run prints only kerascnn's output: TensorFlow's start-up lines are swallowed when
+    it loads (``--verbose`` skips this). kerascnn's own messages come later and are untouched."""
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
 
 
 def _version() -> str:
@@ -789,8 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kerascnn.errors import KerasCNNError
 
     try:
-        if not args.verbose and args.command not in LIGHT_COMMANDS:
-            _import_framework_quietly()
+        if not args.verbose:
+            _quiet_framework()
         return int(args.func(args) or EXIT_OK)
     except (KerasCNNError, FileNotFoundError, PermissionError) as exc:
         print(f"kerascnn {args.command}: error: {exc}", file=sys.stderr)
