@@ -152,3 +152,16 @@ def test_face_commands_print_no_framework_log_lines_unless_verbose(setup, orl_di
     assert verbose.returncode == quiet.returncode and verbose.stdout == quiet.stdout
     # TensorFlow 2.x on Linux logs at start-up (absl's pre-initialisation notice, oneDNN, CUDA)
     assert "absl::InitializeLog" in verbose.stderr or "oneDNN" in verbose.stderr or "cuda" in verbose.stderr.lower()
+
+
+def test_parked_stderr_is_swallowed_and_replayed_when_the_import_fails(capfd):
+    from kerascnn.cli import _stderr_parked
+
+    with _stderr_parked():
+        os.write(2, b"framework noise\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ImportError, match="broken"):
+        with _stderr_parked():
+            os.write(2, b"why the import failed\n")
+            raise ImportError("broken")
+    assert capfd.readouterr().err == "why the import failed\n"
