@@ -10,7 +10,13 @@ so that ``kerascnn --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
+import importlib.abc
+import importlib.machinery
+import os
 import sys
+import tempfile
 from typing import Sequence
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_ERROR = 0, 1, 2
@@ -202,28 +208,41 @@ def _add_face_commands(sub) -> None:
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("identify", parents=[face, decide], help="1:N: who, among the enrolled, is the face in IMG?",
-                       description="Exit code 0: recognized, 1: not recognized, 2: error.")
+                       description="The threshold is the model's 1:N operating point for the gallery's size and "
+                                   "--fpir (from 'kerascnn calibrate --open-set'), unless --threshold is given. "
+                                   "Exit code 0: recognized, 1: not recognized, 2: error.")
     p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("--fpir", type=float, metavar="F",
+                   help="target false-positive identification rate (default 0.01): picks the calibrated threshold")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates to show (default 5)")
     p.set_defaults(func=_cmd_identify)
 
-    pairs = argparse.ArgumentParser(add_help=False)
-    pairs.add_argument("--pairs", required=True, metavar="PAIRS", help="LFW-format pairs file (pairs.txt)")
-    pairs.add_argument("--images", required=True, metavar="DIR", help="the <name>/<name>_NNNN.jpg images")
-    pairs.add_argument("--folds", type=int, nargs="+", metavar="F", help="use only these folds (1-based)")
-    pairs.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine", help="score (default cosine)")
-    pairs.add_argument("--missing", choices=("reject", "exclude"), default="reject",
-                       help="a pair with an image without a face: scored as a failed comparison "
-                            "(reject: the worst score, default) or left out (exclude)")
-    pairs.add_argument("--roc", metavar="PNG", help="write the ROC curve there")
+    pairs = _pairs_parent(required=True)
 
-    p = sub.add_parser("calibrate", parents=[face, pairs], help="choose and store the model's decision threshold",
-                       description="Embeds every pair (central face), picks the threshold of best accuracy or of "
-                                   "a target false accept rate, stores it in the card beside the model, prints "
-                                   "ROC figures (EER, TAR at FAR 1e-2 and 1e-3) and writes a ROC PNG.")
+    p = sub.add_parser("calibrate", parents=[face, _pairs_parent(required=False)],
+                       help="choose and store the model's decision thresholds (1:1, or 1:N with --open-set)",
+                       description="1:1 (--pairs, --images): embeds every pair (central face), picks the threshold of "
+                                   "best accuracy or of a target false accept rate, stores it in the card beside the "
+                                   "model, prints ROC figures (EER, TAR at FAR 1e-2 and 1e-3) and writes a ROC PNG. "
+                                   "1:N (--open-set --folder DIR): draws galleries of N enrolled people from an "
+                                   "identity folder of development people (never the people you will enroll), "
+                                   "searches with other photos of them and with photos of people not enrolled, and "
+                                   "stores the threshold of each target FPIR per N, with the DIR there.")
     p.add_argument("--target-far", type=float, metavar="F",
                    help="pick the threshold of highest TAR with FAR <= F (default: best accuracy)")
     p.add_argument("--no-save", action="store_true", help="print the calibration without storing it")
+    p.add_argument("--open-set", action="store_true", help="calibrate 1:N identification from --folder instead")
+    p.add_argument("--folder", metavar="DIR", help="identity folder DIR/<person>/<image> (with --open-set)")
+    p.add_argument("--people", metavar="PEOPLE.txt", help="LFW people.txt: use only the people of its --sets")
+    p.add_argument("--sets", type=int, nargs="+", metavar="S", help="sets of --people to use (default all)")
+    p.add_argument("--gallery-sizes", type=int, nargs="+", metavar="N",
+                   help="gallery sizes (default 10, 100, 1000... up to what the data allows)")
+    p.add_argument("--fpir", type=float, nargs="+", metavar="F", default=[1e-1, 1e-2, 1e-3],
+                   help="target false-positive identification rates (default 0.1 0.01 0.001)")
+    p.add_argument("--enroll", type=int, default=1, metavar="K", help="images enrolled per person (default 1)")
+    p.add_argument("--draws", type=int, default=5, help="random galleries per size, pooled (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--plot", metavar="PNG", help="write DIR against FPIR there")
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("evaluate", parents=[face, pairs], help="LFW-protocol accuracy of the whole pipeline",
@@ -240,9 +259,24 @@ def _add_face_commands(sub) -> None:
     p.add_argument("--people", type=int, default=8, help="people to enroll (default 8)")
     p.add_argument("--enroll-images", type=int, default=5, help="images enrolled per person (default 5)")
     p.add_argument("--strangers", type=int, default=4, help="people not enrolled to probe with (default 4)")
-    p.add_argument("--threshold", type=float, metavar="T", help="decision threshold (default: the calibration)")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="decision threshold of verify and identify (default: the model's 1:1 and 1:N calibrations)")
     p.add_argument("--metric", choices=("cosine", "euclidean"), help="scale of --threshold")
+    p.add_argument("--fpir", type=float, metavar="F", help="target FPIR of the identify decisions (default 0.01)")
     p.set_defaults(func=_cmd_demo)
+
+
+def _pairs_parent(required: bool) -> argparse.ArgumentParser:
+    pairs = argparse.ArgumentParser(add_help=False)
+    pairs.add_argument("--pairs", required=required, metavar="PAIRS", help="LFW-format pairs file (pairs.txt)")
+    pairs.add_argument("--images", required=required, metavar="DIR", help="the <name>/<name>_NNNN.jpg images")
+    pairs.add_argument("--folds", type=int, nargs="+", metavar="F", help="use only these folds (1-based)")
+    pairs.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine", help="score (default cosine)")
+    pairs.add_argument("--missing", choices=("reject", "exclude"), default="reject",
+                       help="a pair with an image without a face: scored as a failed comparison "
+                            "(reject: the worst score, default) or left out (exclude)")
+    pairs.add_argument("--roc", metavar="PNG", help="write the ROC curve there")
+    return pairs
 
 
 def _face_pipeline(args, select: str = "largest", single: bool = False):
@@ -269,6 +303,37 @@ def _decision_threshold(args) -> tuple[float, str]:
     return float(calibration["threshold"]), calibration["metric"]
 
 
+def _identify_threshold(args, gallery_size: int):
+    """``(threshold, metric, operating point dict, description)`` of a 1:N decision: --threshold,
+    else the model's 1:N operating point for ``gallery_size`` and --fpir, else (no 1:N
+    calibration) the 1:1 threshold, said so."""
+    from kerascnn.errors import FaceModelError
+    from kerascnn.face.model import load_open_set_calibration
+    from kerascnn.face.verify import DEFAULT_FPIR, open_set_threshold
+
+    if args.threshold is not None:
+        metric = args.metric or "cosine"
+        return args.threshold, metric, {"threshold": args.threshold, "metric": metric, "how": "--threshold"}, (
+            f"1:N threshold: {metric} {args.threshold:.4f} (--threshold)")
+    try:
+        calibration = load_open_set_calibration(args.model)
+    except FaceModelError:  # no card: the 1:1 path below says so, and what to do
+        calibration = None
+    if calibration is None:
+        if args.fpir is not None:
+            raise FaceModelError("--fpir needs the model's 1:N calibration, and its card has none: run "
+                                 "'kerascnn calibrate --open-set --folder DIR' first, or pass --threshold")
+        threshold, metric = _decision_threshold(args)
+        how = ("no 1:N calibration in the model card: using the 1:1 threshold, whose false positives grow with "
+               "the gallery's size (run 'kerascnn calibrate --open-set')")
+        return threshold, metric, {"threshold": threshold, "metric": metric, "how": how}, (
+            f"1:N threshold: {metric} {threshold:.4f} ({how})")
+    point = open_set_threshold(calibration, gallery_size, DEFAULT_FPIR if args.fpir is None else args.fpir)
+    if args.metric and args.metric != point.metric:
+        raise FaceModelError(f"--metric {args.metric} differs from the 1:N calibration's {point.metric}: pass --threshold too")
+    return point.threshold, point.metric, point.to_dict(), point.describe()
+
+
 def _open_for_search(args, pipeline):
     from kerascnn.face.gallery import Gallery, model_identity
 
@@ -293,16 +358,22 @@ def _cmd_verify(args) -> int:
 def _cmd_identify(args) -> int:
     from kerascnn.face.verify import identify
 
-    threshold, metric = _decision_threshold(args)
     pipeline = _face_pipeline(args)
     with _open_for_search(args, pipeline) as gallery:
+        size = len(gallery.identities())
+        if size == 0:
+            from kerascnn.errors import EmptyGalleryError
+
+            raise EmptyGalleryError(f"gallery {args.gallery} is empty: enroll someone before identifying")
+        threshold, metric, point, described = _identify_threshold(args, size)
         probe, face = pipeline.embed_one(args.image)
         result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
             else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
                  f"threshold {threshold:.4f})")
-    lines = [head] + [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)]
-    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()}, "\n".join(lines))
+    lines = [head] + [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)] + [described]
+    _print(args, {"image": args.image, **result.to_dict(), "operating_point": point, "face": face.to_dict()},
+           "\n".join(lines))
     return EXIT_OK if result.recognized else EXIT_NO_MATCH
 
 
@@ -357,6 +428,12 @@ def _cmd_calibrate(args) -> int:
     from kerascnn.face.model import DEFAULT_MODEL, save_calibration
     from kerascnn.face.verify import calibrate
 
+    if args.open_set:
+        return _calibrate_open_set(args)
+    if not (args.pairs and args.images):
+        from kerascnn.errors import DatasetError
+
+        raise DatasetError("calibrate needs --pairs and --images (1:1), or --open-set --folder DIR (1:N)")
     pairs, left, right, batch = _pair_embeddings(args)
     calibration = calibrate(left, right, pairs.same, metric=args.metric, target_far=args.target_far,
                             folds=_cv_folds(pairs.fold), roc_path=args.roc)
@@ -372,6 +449,62 @@ def _cmd_calibrate(args) -> int:
     if args.roc:
         lines.append(f"ROC curve: {args.roc}")
     _print(args, {**calibration, **summary, "card": str(card) if card else None}, "\n".join(lines))
+    return EXIT_OK
+
+
+def _calibrate_open_set(args) -> int:
+    import numpy as np
+
+    from kerascnn.data.folders import scan_folder
+    from kerascnn.data.lfw import read_people
+    from kerascnn.errors import DatasetError
+    from kerascnn.face.model import DEFAULT_MODEL, save_open_set_calibration
+    from kerascnn.face.verify import calibrate_open_set
+
+    if not args.folder:
+        raise DatasetError("calibrate --open-set needs --folder DIR (an identity folder DIR/<person>/<image>)")
+    names, where = None, f"{args.folder}"
+    if args.people:
+        sets = read_people(args.people)
+        chosen = args.sets or list(range(1, len(sets) + 1))
+        if min(chosen) < 1 or max(chosen) > len(sets):
+            raise DatasetError(f"--sets must be between 1 and {len(sets)} ({args.people}), got {args.sets}")
+        names = sorted({n for k in chosen for n in sets[k - 1]})
+        where += f", people of sets {' '.join(map(str, chosen))} of {args.people}"
+    elif args.sets:
+        raise DatasetError("--sets needs --people PEOPLE.txt")
+    dataset = scan_folder(args.folder, classes=names)
+    if dataset.num_classes < 2:
+        raise DatasetError(f"open-set calibration needs at least 2 people, {args.folder} has {dataset.num_classes}")
+    most = max(dataset.class_counts().values())
+    if most <= args.enroll:  # checked before the slow embedding (calibrate_open_set checks it too)
+        raise DatasetError(f"open-set calibration needs people with at least {args.enroll + 1} images "
+                           f"({args.enroll} enrolled + 1 search); every person of {args.folder} has at most {most}")
+    batch = _face_pipeline(args, select="central").embed_images(dataset.paths, progress=not args.json)
+    labels = np.asarray(dataset.class_names)[dataset.labels]
+    result = calibrate_open_set(batch.embeddings, labels, gallery_sizes=args.gallery_sizes, fpirs=args.fpir,
+                                enroll_per_person=args.enroll, draws=args.draws, metric=args.metric, seed=args.seed,
+                                plot_path=args.plot)
+    result["source"] = (f"kerascnn calibrate --open-set on {where} ({result['people']} people, {result['images']} "
+                        f"images with a face, {result['excluded_images']} without; {args.enroll} enrolled per person, "
+                        f"{args.draws} draws, seed {args.seed})")
+    card = None if args.no_save else save_open_set_calibration(args.model or DEFAULT_MODEL, result)
+    lines = [f"open-set calibration on {where}: {result['people']} people, {result['images']} images "
+             f"({result['excluded_images']} without a face), {args.enroll} enrolled per person, {args.draws} draws"]
+    for p in result["operating_points"]:
+        head = f"N={p['gallery_size']:<6} FPIR {p['fpir']:<7g}"
+        if p["threshold"] is None:
+            lines.append(f"{head} not measurable: needs at least {p['non_mated_needed']} non-mated searches "
+                         f"(better {10 * p['non_mated_needed']}), has {p['non_mated_searches']}")
+            continue
+        rough = " (rough: fewer than 10/FPIR non-mated searches)" if p["non_mated_searches"] * p["fpir"] < 10 else ""
+        lines.append(f"{head} threshold {result['metric']} {p['threshold']:.4f}  DIR {p['dir']:.4f} +- "
+                     f"{p['dir_std']:.4f}  (FPIR measured {p['fpir_measured']:.4f}; {p['mated_searches']} mated, "
+                     f"{p['non_mated_searches']} non-mated searches; rank-1 {p['rank1']:.4f}){rough}")
+    lines.append(f"stored in {card}" if card else "not stored (--no-save)")
+    if args.plot:
+        lines.append(f"DIR against FPIR: {args.plot}")
+    _print(args, {**result, "card": str(card) if card else None}, "\n".join(lines))
     return EXIT_OK
 
 
@@ -399,8 +532,6 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    import os
-    import tempfile
     from pathlib import Path
 
     from kerascnn.data.folders import scan_folder
@@ -417,6 +548,7 @@ def _cmd_demo(args) -> int:
                        key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else p) for n in people}
     enrolled, strangers = people[:args.people], people[-args.strangers:] if args.strangers else []
     threshold, metric = _decision_threshold(args)
+    id_threshold, id_metric, point, described = _identify_threshold(args, len(enrolled))
     pipeline = _face_pipeline(args)
     if args.gallery and os.path.exists(args.gallery):
         raise GalleryInputError(f"demo gallery {args.gallery} already exists: the demo enrolls into a fresh gallery")
@@ -436,14 +568,18 @@ def _cmd_demo(args) -> int:
                 is_enrolled = truth in enrolled
                 claim = truth if is_enrolled else enrolled[0]
                 v = verify(gallery, claim, embedding, threshold, metric)
-                i = identify(gallery, embedding, threshold, metric, top_k=3)
+                i = identify(gallery, embedding, id_threshold, id_metric, top_k=3)
                 ok = v.match == is_enrolled and (i.name == truth if is_enrolled else not i.recognized)
                 correct += ok
                 rows.append({"image": path_, "truth": truth, "enrolled": is_enrolled, "verify": v.to_dict(),
                              "identify": i.to_dict(), "correct": bool(ok)})
             n_templates = len(gallery)
+    source = "--threshold" if args.threshold is not None else "the model's 1:1 calibration"
     lines = [f"enrolled {len(enrolled)} ORL people x {args.enroll_images} images ({n_templates} templates) into "
-             f"{args.gallery or 'a temporary gallery'}; threshold {metric} {threshold:.4f}"]
+             f"{args.gallery or 'a temporary gallery'}",
+             f"verify: 1:1 {metric} threshold {threshold:.4f} ({source})",
+             f"identify: {described}",
+             "(thresholds come from calibration on development data, never from these photos)"]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['image']}: error: {r['error']}")
@@ -454,9 +590,25 @@ def _cmd_demo(args) -> int:
                      f"verify as {v['name']}: {v['decision']} ({v['score']:.3f}); identify: {i['decision']} "
                      f"({i['candidates'][0]['name']} {i['score']:.3f})")
     lines.append(f"{correct} of {len(rows)} probes decided correctly")
-    _print(args, {"threshold": threshold, "metric": metric, "enrolled": enrolled, "templates": n_templates,
-                  "probes": rows, "correct": correct}, "\n".join(lines))
+    wrong = _demo_failures(rows)
+    if wrong:
+        lines.append(f"the model does not decide every probe correctly at these operating points: {wrong}")
+    _print(args, {"threshold": threshold, "metric": metric, "identify_operating_point": point, "enrolled": enrolled,
+                  "templates": n_templates, "probes": rows, "correct": correct, "failures": wrong or None},
+           "\n".join(lines))
     return EXIT_OK
+
+
+def _demo_failures(rows: list[dict]) -> str:
+    """What went wrong among the demo's probes, in words ('' when nothing did)."""
+    counts = {
+        "probes without a usable face": sum("error" in r for r in rows),
+        "enrolled people rejected by verify": sum(r.get("enrolled") and not r["verify"]["match"] for r in rows if "error" not in r),
+        "enrolled people not identified": sum(r.get("enrolled") and r["identify"]["name"] != r["truth"] for r in rows if "error" not in r),
+        "strangers accepted by verify": sum(r.get("enrolled") is False and r["verify"]["match"] for r in rows),
+        "strangers identified as someone": sum(r.get("enrolled") is False and r["identify"]["recognized"] for r in rows),
+    }
+    return ", ".join(f"{what}: {n}" for what, n in counts.items() if n)
 
 
 # --- gallery: enroll, list, remove, rename, export, import ----------------------------------
@@ -592,13 +744,82 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and CUDA's own log messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_model_commands(sub)
     _add_training_commands(sub)
     _add_face_model_commands(sub)
     _add_gallery_commands(sub)
     _add_face_commands(sub)
+    for command in sub.choices.values():  # also after the command; SUPPRESS keeps a --verbose given before it
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show TensorFlow's and CUDA's own log messages")
     return parser
+
+
+@contextlib.contextmanager
+def _stderr_parked():
+    """File descriptor 2 points at a temporary file inside the block; what was written there is
+    replayed on stderr if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Loads TensorFlow with fd 2 parked: its C++ libraries write start-up lines there (absl's "All
+    log messages before absl::InitializeLog()", oneDNN and "Could not find cuda drivers" notices)
+    before any logging setting applies, and CUDA's "failed call to cuInit" error when devices are
+    first listed on a machine without a GPU (so they are listed here too, on such a machine; a
+    GPU machine keeps CUDA's errors, which say why its GPU is not used)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):  # get_resource_reader, is_package... of the real loader
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        no_gpu = not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/dxg")  # dxg: WSL2's GPU
+        with _stderr_parked():
+            self.loader.exec_module(module)
+            if no_gpu:
+                module.config.list_physical_devices()
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds TensorFlow, once, for :class:`_QuietLoader`; TensorFlow is imported only by the
+    commands that need it, when they need it, as before."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _quiet_framework() -> None:
+    """A normal run prints only kerascnn's output: TensorFlow's start-up lines are swallowed when
+    it loads (``--verbose`` skips this). kerascnn's own messages come later and are untouched."""
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
 
 
 def _version() -> str:
@@ -617,6 +838,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kerascnn.errors import KerasCNNError
 
     try:
+        if not args.verbose:
+            _quiet_framework()
         return int(args.func(args) or EXIT_OK)
     except (KerasCNNError, FileNotFoundError, PermissionError) as exc:
         print(f"kerascnn {args.command}: error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ import keras
 from keras import ops
 
 MININGS = ("batch_all", "batch_hard", "semi_hard")
+SEMI_HARD_FALLBACKS = ("farthest", "closest")
 DISTANCES = ("squared_euclidean", "euclidean", "cosine")
 _SQRT_FLOOR = 1e-12  # squared distances below this count as 0 (value and gradient)
 
@@ -117,6 +118,7 @@ def triplet_loss(
     mining: str = "batch_all",
     distance: str = "squared_euclidean",
     soft_margin: bool = False,
+    semi_hard_fallback: str = "farthest",
 ):
     """The triplet loss of a batch with online mining (the function behind :class:`TripletLoss`).
 
@@ -126,13 +128,25 @@ def triplet_loss(
     not used).
 
     - ``batch_all``: the mean over the valid triplets whose loss is positive (Hermans et al.).
-    - ``batch_hard``: per anchor, its farthest positive and its closest negative; the mean over
-      the anchors that have both.
-    - ``semi_hard`` (FaceNet, Schroff et al. 2015): per anchor-positive pair, the closest
-      negative that is farther than the positive (``d(a, n) > d(a, p)``: those within the margin
-      give a loss, the others none); when no negative is farther than the positive, the
-      hardest (closest) negative is used instead. The mean over the anchor-positive pairs whose
-      anchor has a negative.
+    - ``batch_hard`` (Hermans et al.; tensorflow-addons' ``TripletHardLoss``): per anchor, its
+      farthest positive and its closest negative; the mean over the anchors that have both
+      (in P x K batches, every anchor; tensorflow-addons also averages in anchors without a
+      positive, with a positive distance of 0).
+    - ``semi_hard`` (FaceNet, Schroff et al. 2015), with tensorflow-addons'
+      ``TripletSemiHardLoss`` semantics: per anchor-positive pair, the closest negative that is
+      farther than the positive (``d(a, n) > d(a, p)``: those within the margin give a loss, the
+      others none); when no negative is farther than the positive, the *farthest* negative
+      (``semi_hard_fallback="farthest"``, tensorflow-addons' choice: FaceNet avoids the hardest
+      negatives, which can collapse the model early in training) or the closest one
+      (``"closest"``, kerascnn's behaviour before 2026-11). The mean over every anchor-positive
+      pair (a batch of one identity has no negative and gives 0, where tensorflow-addons gives
+      the margin plus the mean positive distance).
+
+    ``distance="squared_euclidean"`` is tensorflow-addons' ``distance_metric="L_2"`` (its
+    ``pairwise_distance(squared=True)``) and ``"cosine"`` its ``"angular"`` (``1 - cos``), so
+    ``TripletLoss(1.0, "semi_hard")`` computes ``TripletSemiHardLoss()`` and
+    ``TripletLoss(1.0, "batch_hard", soft_margin=s)`` ``TripletHardLoss(soft=s)`` (on batches
+    where every anchor has a positive).
 
     A batch with no valid triplet (one identity, or all identities distinct) gives 0 with zero
     gradients. Cost for a batch of ``n``: ``O(n^2)`` memory; ``batch_hard`` ``O(n^2)`` time,
@@ -146,14 +160,17 @@ def triplet_loss(
         mining: ``"batch_all"``, ``"batch_hard"`` or ``"semi_hard"``.
         distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"``.
         soft_margin: softplus instead of the hinge.
+        semi_hard_fallback: ``"farthest"`` or ``"closest"``: the negative ``semi_hard`` uses
+            when none is farther than the positive.
 
     Returns:
         A float32 scalar.
 
     Raises:
-        ValueError: unknown ``mining`` or ``distance``.
+        ValueError: unknown ``mining``, ``distance`` or ``semi_hard_fallback``.
     """
     _check_choice("mining", mining, MININGS)
+    _check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
     d = pairwise_distances(embeddings, distance)
     n = ops.shape(d)[0]
     pos, neg = _label_masks(labels, n)
@@ -179,11 +196,15 @@ def triplet_loss(
         sums = ops.take_along_axis(prefix, count, axis=1)
         count = ops.cast(count, "float32") * posf
         return ops.sum(posf * (count * threshold - sums)) / ops.maximum(ops.sum(count), 1.0)
-    # semi_hard: the first negative strictly farther than the positive, else the closest one
+    # semi_hard: the first negative strictly farther than the positive, else the fallback one
     n_neg = ops.sum(ops.cast(neg, "int32"), axis=1, keepdims=True)
     first_farther = _count_below(sorted_neg, d, side="right")
     farther = ops.take_along_axis(sorted_neg, ops.minimum(first_farther, n - 1), axis=1)
-    chosen = ops.where(first_farther < n_neg, farther, sorted_neg[:, :1])
+    if semi_hard_fallback == "farthest":
+        fallback = ops.take_along_axis(sorted_neg, ops.maximum(n_neg - 1, 0), axis=1)
+    else:
+        fallback = sorted_neg[:, :1]
+    chosen = ops.where(first_farther < n_neg, farther, fallback)
     valid = ops.logical_and(pos, n_neg > 0)
     return _safe_mean(_hinge(d - chosen, margin, soft_margin), valid)
 
@@ -228,12 +249,15 @@ class TripletLoss(keras.losses.Loss):
         mining: ``"batch_all"``, ``"batch_hard"`` or ``"semi_hard"``.
         distance: ``"squared_euclidean"``, ``"euclidean"`` or ``"cosine"``.
         soft_margin: ``softplus(d_ap - d_an)`` instead of the hinge (``margin`` unused).
+        semi_hard_fallback: ``"farthest"`` (tensorflow-addons) or ``"closest"``: the negative
+            ``semi_hard`` uses when none is farther than the positive.
         name: the loss name.
         reduction, dtype: as :class:`keras.losses.Loss` (the value is already a batch scalar;
             computations are float32).
 
     Raises:
-        ValueError: unknown ``mining`` or ``distance``, or a negative ``margin``.
+        ValueError: unknown ``mining``, ``distance`` or ``semi_hard_fallback``, or a negative
+            ``margin``.
     """
 
     def __init__(
@@ -242,6 +266,7 @@ class TripletLoss(keras.losses.Loss):
         mining: str = "batch_all",
         distance: str = "squared_euclidean",
         soft_margin: bool = False,
+        semi_hard_fallback: str = "farthest",
         name: str = "triplet_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -253,13 +278,19 @@ class TripletLoss(keras.losses.Loss):
         self.mining = _check_choice("mining", mining, MININGS)
         self.distance = _check_choice("distance", distance, DISTANCES)
         self.soft_margin = bool(soft_margin)
+        self.semi_hard_fallback = _check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.distance, self.soft_margin)
+        return triplet_loss(
+            y_true, y_pred, self.margin, self.mining, self.distance, self.soft_margin, self.semi_hard_fallback
+        )
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(margin=self.margin, mining=self.mining, distance=self.distance, soft_margin=self.soft_margin)
+        config.update(
+            margin=self.margin, mining=self.mining, distance=self.distance, soft_margin=self.soft_margin,
+            semi_hard_fallback=self.semi_hard_fallback,
+        )
         return config
 
 

@@ -14,6 +14,7 @@ from kerascnn.losses import (
     ActiveTripletFraction, ArcFaceHead, ContrastiveLoss, TripletLoss, active_triplet_counts,
     pairwise_distances, triplet_loss,
 )
+from kerascnn.losses import SEMI_HARD_FALLBACKS
 
 MININGS = ("batch_all", "batch_hard", "semi_hard")
 DISTANCES = ("squared_euclidean", "euclidean", "cosine")
@@ -28,7 +29,7 @@ def ref_distance(a, b, distance):
     return d2 if distance == "squared_euclidean" else math.sqrt(d2)
 
 
-def ref_triplet_loss(labels, emb, margin, mining, distance, soft=False):
+def ref_triplet_loss(labels, emb, margin, mining, distance, soft=False, fallback="farthest"):
     n = len(labels)
     d = [[ref_distance(emb[i], emb[j], distance) if i != j else 0.0 for j in range(n)] for i in range(n)]
 
@@ -53,7 +54,8 @@ def ref_triplet_loss(labels, emb, margin, mining, distance, soft=False):
         if not negs[a]:
             continue
         farther = [d[a][m] for m in negs[a] if d[a][m] > d[a][p]]
-        chosen = min(farther) if farther else min(d[a][m] for m in negs[a])
+        pick = max if fallback == "farthest" else min
+        chosen = min(farther) if farther else pick(d[a][m] for m in negs[a])
         values.append(hinge(d[a][p] - chosen))
     return sum(values) / len(values) if values else 0.0
 
@@ -146,13 +148,16 @@ def test_triplet_loss_rejects_bad_arguments():
         TripletLoss(distance="l1")
     with pytest.raises(ValueError, match="margin must be >= 0, got -1"):
         TripletLoss(margin=-1)
+    with pytest.raises(ValueError, match="semi_hard_fallback must be one of 'farthest', 'closest', got 'hardest'"):
+        TripletLoss(mining="semi_hard", semi_hard_fallback="hardest")
 
 
 def test_triplet_loss_config_round_trip():
-    loss = TripletLoss(0.3, mining="semi_hard", distance="cosine", soft_margin=True)
+    loss = TripletLoss(0.3, mining="semi_hard", distance="cosine", soft_margin=True, semi_hard_fallback="closest")
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(clone, TripletLoss)
-    assert (clone.margin, clone.mining, clone.distance, clone.soft_margin) == (0.3, "semi_hard", "cosine", True)
+    assert (clone.margin, clone.mining, clone.distance, clone.soft_margin, clone.semi_hard_fallback) == (
+        0.3, "semi_hard", "cosine", True, "closest")
 
 
 def test_active_triplet_fraction_counts_violating_triplets():
@@ -245,17 +250,109 @@ def test_arcface_head_round_trip_and_errors(tmp_path):
         ArcFaceHead(0)
 
 
-def test_semi_hard_falls_back_to_the_hardest_negative():
+def test_semi_hard_falls_back_to_the_farthest_negative_or_the_closest_one():
     # 1-D points: no negative is farther from either anchor than its positive (d_ap = 9)
     labels = np.array([0, 0, 1, 2])
     emb = np.array([[0.0], [3.0], [1.0], [2.0]], np.float32)
-    # anchor 0: negatives at 1 and 4 -> hardest 1; anchor 1: negatives at 4 and 1 -> hardest 1
-    assert float(triplet_loss(labels, emb, 0.2, "semi_hard")) == pytest.approx(9 - 1 + 0.2)
+    # anchor 0: negatives at 1 and 4; anchor 1: negatives at 4 and 1 (squared distances)
+    # tensorflow-addons' rule: the farthest, 4 -> 9 - 4 + 0.2 for both pairs
+    assert float(triplet_loss(labels, emb, 0.2, "semi_hard")) == pytest.approx(9 - 4 + 0.2)
+    closest = TripletLoss(0.2, "semi_hard", semi_hard_fallback="closest")
+    assert float(closest(labels, emb)) == pytest.approx(9 - 1 + 0.2)
     # with a farther negative present, it is chosen: anchor 0 d_ap=1, negatives at 4 and 9
     emb = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
-    got = float(triplet_loss(labels, emb, 5.0, "semi_hard"))
     # anchor 0 picks d=4 (1-4+5=2); anchor 1 has d_ap=1, negatives at 1 and 4: picks 4 (1-4+5=2)
-    assert got == pytest.approx(2.0)
+    for fallback in SEMI_HARD_FALLBACKS:
+        assert float(triplet_loss(labels, emb, 5.0, "semi_hard", semi_hard_fallback=fallback)) == pytest.approx(2.0)
+
+
+def test_semi_hard_averages_over_every_positive_pair_including_zero_losses():
+    labels = np.array([0, 0, 1])
+    emb = np.array([[0.0], [1.0], [1.5]], np.float32)
+    # pair (0, 1): d_ap 1, the negative at d 2.25 is farther -> 1 - 2.25 + 1 < 0 -> 0
+    # pair (1, 0): d_ap 1, the negative at d 0.25 is not farther -> the farthest, 0.25 -> 1.75
+    assert float(triplet_loss(labels, emb, 1.0, "semi_hard")) == pytest.approx(1.75 / 2)
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_semi_hard_closest_fallback_matches_enumeration(distance):
+    rng = np.random.default_rng(300 + DISTANCES.index(distance))
+    labels, emb = random_batch(rng, unit=distance != "euclidean")
+    loss = TripletLoss(0.2, "semi_hard", distance, semi_hard_fallback="closest")
+    want = ref_triplet_loss(labels, emb, 0.2, "semi_hard", distance, fallback="closest")
+    assert want != pytest.approx(ref_triplet_loss(labels, emb, 0.2, "semi_hard", distance))  # the case occurs
+    np.testing.assert_allclose(float(loss(labels, emb)), want, rtol=1e-4, atol=1e-5)
+
+
+def ref_tfa_semi_hard(labels, emb, margin):
+    """tensorflow-addons' TripletSemiHardLoss, restated: squared Euclidean distances; per positive
+    pair the smallest negative distance above d_ap, else the largest negative distance; the hinge
+    averaged over every positive pair."""
+    x = np.asarray(emb, np.float64)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    total, pairs = 0.0, 0
+    for a, p in itertools.permutations(range(len(labels)), 2):
+        if labels[a] != labels[p]:
+            continue
+        negatives = sorted(d[a][m] for m in range(len(labels)) if labels[m] != labels[a])
+        chosen = next((v for v in negatives if v > d[a][p]), negatives[-1])
+        total += max(margin + d[a][p] - chosen, 0.0)
+        pairs += 1
+    return total / pairs
+
+
+def ref_tfa_hard(labels, emb, margin, soft):
+    """tensorflow-addons' TripletHardLoss, restated: per anchor the largest positive and the
+    smallest negative squared distance; the (soft) hinge averaged over the anchors."""
+    x = np.asarray(emb, np.float64)
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    values = []
+    for a in range(len(labels)):
+        hp = max(d[a][p] for p in range(len(labels)) if p != a and labels[p] == labels[a])
+        hn = min(d[a][m] for m in range(len(labels)) if labels[m] != labels[a])
+        values.append(math.log1p(math.exp(hp - hn)) if soft else max(hp - hn + margin, 0.0))
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_semi_hard_matches_tensorflow_addons_semantics(seed):
+    # tensorflow-addons' own check: 10 points of U[0, 1)^6 (not normalised), 4 classes, margin 1
+    rng = np.random.default_rng(100 + seed)
+    emb = rng.random((10, 6)).astype(np.float32)
+    labels = rng.integers(0, 4, size=10)
+    want = ref_tfa_semi_hard(labels, emb, 1.0)
+    assert want > 0
+    assert float(TripletLoss(1.0, "semi_hard")(labels, emb)) == pytest.approx(want, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_batch_hard_matches_tensorflow_addons_semantics_on_pk_batches(soft):
+    # P x K batches (every anchor has a positive), where both definitions agree
+    rng = np.random.default_rng(200 + int(soft))
+    emb = rng.random((20, 6)).astype(np.float32)
+    labels = rng.permutation(np.repeat(np.arange(4), 5))
+    want = ref_tfa_hard(labels, emb, 1.0, soft)
+    got = TripletLoss(1.0, "batch_hard", soft_margin=soft)(labels, emb)
+    assert float(got) == pytest.approx(want, rel=1e-4)
+
+
+def test_batch_hard_and_batch_all_hand_computed():
+    # 1-D, squared distances; A = {0, 1}, B = {3, 5}
+    labels = np.array([0, 0, 1, 1])
+    emb = np.array([[0.0], [1.0], [3.0], [5.0]], np.float32)
+    # batch-hard (margin 2): anchor 0: hp 1, hn 9 -> 0; anchor 1: hp 1, hn 4 -> 0;
+    # anchor 2: hp 4, hn 4 -> 2; anchor 3: hp 4, hn 16 -> 0; mean over 4 anchors = 0.5
+    assert float(triplet_loss(labels, emb, 2.0, "batch_hard")) == pytest.approx(0.5)
+    # soft margin: mean of softplus(hp - hn) = softplus(-8), softplus(-3), softplus(0), softplus(-12)
+    soft = np.mean(np.log1p(np.exp([-8.0, -3.0, 0.0, -12.0])))
+    assert float(triplet_loss(labels, emb, 2.0, "batch_hard", soft_margin=True)) == pytest.approx(soft, rel=1e-5)
+    # batch-all (margin 2): triplets (a, p, n) with d_ap - d_an + 2 > 0:
+    # (0,1,2): 1-9+2<0; (0,1,3): 1-25; (1,0,2): 1-4+2=-1; (1,0,3): 1-16;
+    # (2,3,0): 4-9+2=-3; (2,3,1): 4-4+2=2 active; (3,2,0): 4-25; (3,2,1): 4-16
+    # -> one active triplet with loss 2: the mean over active triplets is 2 (not 2/8)
+    assert float(triplet_loss(labels, emb, 2.0, "batch_all")) == pytest.approx(2.0)
+    # margin 4: (1,0,2): 1-4+4 = 1 and (2,3,1): 4 active, (2,3,0): 4-9+4 = -1 not -> (1 + 4) / 2
+    assert float(triplet_loss(labels, emb, 4.0, "batch_all")) == pytest.approx(2.5)
 
 
 @pytest.mark.parametrize("mining", MININGS)

@@ -5,7 +5,8 @@ Names load on first use (``kerascnn.face.FacePipeline`` imports TensorFlow only 
 - :mod:`kerascnn.face.detect`: ``Detection``, ``HaarDetector``, ``YuNetDetector``,
   ``get_detector``, ``select_faces``, ``align_detection``
 - :mod:`kerascnn.face.pipeline`: ``FacePipeline`` (images -> ``FaceBatch`` of embeddings)
-- :mod:`kerascnn.face.verify`: ``verify`` (1:1), ``identify`` (1:N), ``calibrate``
+- :mod:`kerascnn.face.verify`: ``verify`` (1:1), ``identify`` (1:N), ``calibrate``,
+  ``calibrate_open_set`` and ``open_set_threshold`` (1:N operating points)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _EXPORTS = {
     "verify": "kerascnn.face.verify",
     "identify": "kerascnn.face.verify",
     "calibrate": "kerascnn.face.verify",
+    "calibrate_open_set": "kerascnn.face.verify",
+    "open_set_threshold": "kerascnn.face.verify",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,7 +13,9 @@ Calibration format (a dict, stored under ``"calibration"`` in the card)::
      "threshold_far_1e-3": 0.55,    # threshold with a false accept rate of 1e-3 (optional)
      "source": "how it was measured"}
 
-Any other keys (``accuracy``, ``far``, ``pairs``...) are kept as given.
+Any other keys (``accuracy``, ``far``, ``pairs``...) are kept as given. The open-set (1:N)
+operating points of :func:`kerascnn.face.verify.calibrate_open_set` are stored beside it, under
+``"open_set_calibration"`` (:func:`save_open_set_calibration`, :func:`load_open_set_calibration`).
 
 Example:
     >>> import kerascnn
@@ -275,6 +277,47 @@ def convert_dlib_model(out: str | os.PathLike, dat: str | os.PathLike | None = N
     card.update({"model": out.name, "parameters": int(model.count_params()), **DLIB_CARD})
     card_file.write_text(json.dumps(card, indent=2) + "\n")
     return out
+
+
+def load_open_set_calibration(model_path: str | os.PathLike | None = None) -> dict | None:
+    """The open-set (1:N) calibration stored in a model's card, or None when it has none.
+
+    See :func:`kerascnn.face.verify.calibrate_open_set` for the format (stored under
+    ``"open_set_calibration"``, beside the 1:1 ``"calibration"``).
+
+    Raises:
+        FaceModelError: no card, or a malformed entry.
+    """
+    card = load_face_model_card(model_path)
+    calibration = card.get("open_set_calibration")
+    if calibration is None:
+        return None
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("operating_points"), list):
+        raise FaceModelError(f"{card_path(model_path)}: open_set_calibration must be a dict with operating_points")
+    _check_calibration({"threshold": 0.0, **calibration}, str(card_path(model_path)))
+    return calibration
+
+
+def save_open_set_calibration(model_path: str | os.PathLike, calibration: dict) -> Path:
+    """Store an open-set (1:N) calibration in the card beside ``model_path`` (created when
+    missing); the rest of the card, the 1:1 calibration included, is kept.
+
+    Returns:
+        The card's path.
+
+    Raises:
+        FaceModelError: a malformed calibration, or an existing card that is not valid JSON.
+    """
+    card = card_path(model_path)
+    if not isinstance(calibration.get("operating_points"), list):
+        raise FaceModelError(f"{card}: an open-set calibration needs operating_points")
+    _check_calibration({"threshold": 0.0, **calibration}, str(card))
+    data = load_face_model_card(model_path) if card.is_file() else {"model": Path(model_path).name}
+    data["open_set_calibration"] = dict(calibration)
+    tmp = card.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, card)
+    return card
 
 
 # --- the architecture ---------------------------------------------------------------------

@@ -16,7 +16,9 @@ once with the mean template, renormalized (``reduce="mean"``: steadier with nois
 :func:`identify` uses the best template of each identity.
 
 The threshold comes from calibration (:func:`calibrate`), stored beside the model, not from a
-constant.
+constant. For 1:N, where a stranger meets every enrolled person and false positives grow with the
+gallery's size, :func:`calibrate_open_set` measures DIR at target FPIRs per gallery size on
+development people, and :func:`open_set_threshold` picks the threshold for a gallery.
 """
 
 from __future__ import annotations
@@ -296,3 +298,275 @@ def calibrate(left: np.ndarray, right: np.ndarray, same: Sequence[bool], metric:
     if roc_path is not None:
         calibration["roc_png"] = evaluation.plot_roc(report, roc_path)
     return calibration
+
+
+# --- open-set (1:N) calibration ----------------------------------------------------------------
+FPIRS = (1e-1, 1e-2, 1e-3)
+DEFAULT_FPIR = 1e-2
+
+
+def _identity_similarities(probes: np.ndarray, templates: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """``(probes, identities)``: each probe's best-template cosine similarity to each identity
+    (``owner[t]`` is template ``t``'s identity; templates grouped by identity, in order)."""
+    sims = probes @ templates.T
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    return np.maximum.reduceat(sims, starts, axis=1)
+
+
+def _threshold_at_fpir(non_mated: np.ndarray, fpir: float) -> float:
+    """The lowest similarity threshold ``t`` with ``mean(non_mated >= t) <= fpir``."""
+    allowed = int(np.floor(fpir * len(non_mated) + 1e-9))  # searches allowed above the threshold
+    ranked = np.sort(non_mated)[::-1]
+    if allowed >= len(ranked):
+        return float(ranked[-1])
+    return float(np.nextafter(np.float32(ranked[allowed]), np.float32(np.inf)))
+
+
+def calibrate_open_set(
+    embeddings: np.ndarray,
+    labels: Sequence,
+    gallery_sizes: Sequence[int] | None = None,
+    fpirs: Sequence[float] = FPIRS,
+    enroll_per_person: int = 1,
+    draws: int = 5,
+    metric: str = "cosine",
+    seed: int = 0,
+    plot_path: str | os.PathLike | None = None,
+) -> dict:
+    """Calibrate open-set identification (1:N): DIR at target FPIRs, per gallery size.
+
+    For each gallery size ``N`` and each of ``draws`` random draws: ``N`` people (among those
+    with more than ``enroll_per_person`` images) are enrolled with ``enroll_per_person`` random
+    images each; their other images are *mated* searches, every image of the people not
+    enrolled a *non-mated* search. Each search's candidates are the enrolled identities, scored
+    by their best template. Over the pooled draws, the threshold of a target FPIR is the lowest
+    one at which at most that fraction of non-mated searches returns anyone (FPIR, the
+    false-positive identification rate); DIR (the detection and identification rate) is the
+    fraction of mated searches whose top-1 candidate is the right person and at or above the
+    threshold. Use people the model was not trained on.
+
+    An FPIR ``f`` needs at least ``1/f`` non-mated searches to be measured (better ``10/f``):
+    operating points with fewer are kept with ``threshold`` None and the count needed.
+
+    Args:
+        embeddings: ``(n, d)`` embeddings (rows with NaN, faces not found, are left out).
+        labels: the identity of each row.
+        gallery_sizes: the ``N`` to calibrate; default 10, 100, 1000, ... up to what the data
+            allows (fewer people than needed are left out).
+        fpirs: the target FPIRs.
+        enroll_per_person: images enrolled per person (the others are mated searches).
+        draws: random galleries per ``N`` (pooled).
+        metric: the scale of the stored thresholds, ``"cosine"`` or ``"euclidean"`` (the cosine
+            thresholds converted, to within float rounding).
+        seed: seed of the draws.
+        plot_path: write DIR against FPIR (one curve per ``N``) there as a PNG.
+
+    Returns:
+        A JSON-ready dict: ``metric``, ``enroll_per_person``, ``draws``, ``people``, ``images``,
+        and ``operating_points``: one dict per (N, FPIR) with ``gallery_size``, ``fpir``,
+        ``threshold`` (None when not measurable), ``dir``, ``dir_std`` (over the draws at the
+        pooled threshold), ``fpir_measured``, ``mated_searches``, ``non_mated_searches``,
+        ``non_mated_needed`` (``ceil(1/fpir)``), ``rank1`` (top-1 accuracy of mated searches,
+        no threshold); ``plot_png`` with ``plot_path``.
+
+    Raises:
+        DatasetError: mismatched lengths, fewer than two people, nobody with more than
+            ``enroll_per_person`` images, a gallery size the data cannot fill (with a person left
+            over for non-mated searches), or no operating point measurable.
+        ValueError: a bad metric, FPIR, ``draws`` or ``enroll_per_person``.
+    """
+    _check_metric(metric)
+    if enroll_per_person < 1 or draws < 1:
+        raise ValueError(f"enroll_per_person and draws must be >= 1, got {enroll_per_person} and {draws}")
+    if not fpirs or any(not 0 < f < 1 for f in fpirs):
+        raise ValueError(f"every FPIR must be in (0, 1), got {list(fpirs)}")
+    embeddings = np.asarray(embeddings, np.float32)
+    labels = np.asarray(labels).reshape(-1)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise DatasetError(f"calibrate_open_set needs (n, d) embeddings and n labels, got {embeddings.shape} "
+                           f"and {len(labels)} labels")
+    kept = np.isfinite(embeddings).all(axis=1)
+    embeddings, labels = _unit(embeddings[kept]), labels[kept]
+    people, person = np.unique(labels, return_inverse=True)
+    counts = np.bincount(person, minlength=len(people))
+    mateable = np.flatnonzero(counts > enroll_per_person)
+    if len(people) < 2:
+        raise DatasetError(f"open-set calibration needs at least 2 people (some enrolled, others not), got {len(people)}")
+    if len(mateable) == 0:
+        raise DatasetError(
+            f"open-set calibration needs people with at least {enroll_per_person + 1} images ({enroll_per_person} "
+            f"enrolled + 1 mated search); every one of the {len(people)} people has at most {counts.max()}")
+    largest = min(len(mateable), len(people) - 1)
+    if gallery_sizes is None:
+        gallery_sizes = [10 ** k for k in range(1, 7) if 10 ** k <= largest] or [largest]
+    gallery_sizes = sorted({int(n) for n in gallery_sizes})
+    too_big = [n for n in gallery_sizes if not 1 <= n <= largest]
+    if too_big:
+        raise DatasetError(
+            f"gallery sizes {too_big} cannot be drawn: {len(mateable)} people have more than {enroll_per_person} "
+            f"images and {len(people)} people in all (one must stay out for non-mated searches): at most {largest}")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(person == p) for p in range(len(people))]
+    points, curves = [], {}
+    for n in gallery_sizes:
+        mated_ok, mated_score, non_mated, mated_draw, non_mated_draw = [], [], [], [], []
+        for draw in range(draws):
+            enrolled = rng.choice(mateable, size=n, replace=False)
+            is_enrolled = np.zeros(len(people), bool)
+            is_enrolled[enrolled] = True
+            templates, owner, probes, truth = [], [], [], []
+            for slot, p in enumerate(enrolled):
+                rows = rng.permutation(members[p])
+                templates.append(rows[:enroll_per_person])
+                owner += [slot] * enroll_per_person
+                probes.append(rows[enroll_per_person:])
+                truth += [slot] * (len(rows) - enroll_per_person)
+            t = np.concatenate(templates)
+            mated = np.concatenate(probes)
+            strangers = np.flatnonzero(~is_enrolled[person])
+            sims = _identity_similarities(embeddings[mated], embeddings[t], np.asarray(owner))
+            mated_ok.append(sims.argmax(axis=1) == np.asarray(truth))
+            mated_score.append(sims.max(axis=1))
+            non_mated.append(_identity_similarities(embeddings[strangers], embeddings[t], np.asarray(owner)).max(axis=1))
+            mated_draw.append(np.full(len(mated), draw))
+            non_mated_draw.append(np.full(len(strangers), draw))
+        ok, score, nm = np.concatenate(mated_ok), np.concatenate(mated_score), np.concatenate(non_mated)
+        which = np.concatenate(mated_draw)
+        for f in fpirs:
+            point = {"gallery_size": n, "fpir": float(f), "threshold": None, "dir": None, "dir_std": None,
+                     "fpir_measured": None, "mated_searches": int(len(ok)), "non_mated_searches": int(len(nm)),
+                     "non_mated_needed": int(np.ceil(1 / f - 1e-9)), "rank1": float(ok.mean())}
+            if len(nm) * f >= 1 - 1e-9:
+                threshold = _threshold_at_fpir(nm, f)
+                hit = ok & (score >= threshold)
+                point.update(threshold=float(similarity_to_score(threshold, metric)), dir=float(hit.mean()),
+                             dir_std=float(np.std([hit[which == d].mean() for d in range(draws)])),
+                             fpir_measured=float(np.mean(nm >= threshold)))
+            points.append(point)
+        curves[n] = (ok, score, nm)
+    if all(p["threshold"] is None for p in points):
+        needed = max(p["non_mated_needed"] for p in points)
+        raise DatasetError(
+            f"no target FPIR can be measured: {min(p['non_mated_searches'] for p in points)} non-mated searches, an "
+            f"FPIR of f needs at least 1/f (better 10/f; {needed} for {min(fpirs):g}): use more people not "
+            f"enrolled, more draws or a larger FPIR")
+    result = {"metric": metric, "enroll_per_person": int(enroll_per_person), "draws": int(draws), "seed": int(seed),
+              "people": int(len(people)), "images": int(len(labels)), "excluded_images": int((~kept).sum()),
+              "operating_points": points}
+    if plot_path is not None:
+        result["plot_png"] = plot_dir_fpir(curves, plot_path)
+    return result
+
+
+def dir_fpir_curve(mated_ok: np.ndarray, mated_score: np.ndarray, non_mated: np.ndarray):
+    """``(fpir, dir)`` at every threshold equal to a non-mated search's score (similarities)."""
+    thresholds = np.sort(non_mated)[::-1]
+    fpir = np.arange(1, len(thresholds) + 1) / len(thresholds)
+    correct = np.sort(mated_score[mated_ok])
+    dir_ = (len(correct) - np.searchsorted(correct, thresholds, side="left")) / max(len(mated_ok), 1)
+    return fpir, dir_
+
+
+def plot_dir_fpir(curves: Mapping[int, tuple], path: str | os.PathLike) -> str:
+    """Save DIR against FPIR (log axis), one curve per gallery size, as a PNG.
+
+    Args:
+        curves: ``{N: (mated_ok, mated_score, non_mated_score)}``.
+        path: the PNG to write.
+
+    Returns:
+        ``path`` as a string.
+    """
+    from kerascnn.evaluation import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for n, (ok, score, nm) in sorted(curves.items()):
+        fpir, dir_ = dir_fpir_curve(ok, score, nm)
+        ax.plot(fpir, dir_, label=f"N = {n} ({len(nm)} non-mated searches)")
+    ax.set_xscale("log")
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false-positive identification rate (FPIR)")
+    ax.set_ylabel("detection and identification rate (DIR)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=100)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+@dataclass
+class OperatingPoint:
+    """The 1:N threshold chosen for a gallery size and a target FPIR, and why."""
+
+    threshold: float
+    metric: str
+    fpir: float
+    gallery_size: int
+    calibrated_sizes: list[int]
+    how: str
+    dir: float | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "metric": self.metric, "fpir": self.fpir,
+                "gallery_size": self.gallery_size, "calibrated_sizes": self.calibrated_sizes, "how": self.how,
+                "dir": self.dir, "source": self.source}
+
+    def describe(self) -> str:
+        return (f"1:N operating point: FPIR {self.fpir:g} for a gallery of {self.gallery_size}, {self.metric} threshold "
+                f"{self.threshold:.4f} ({self.how}; calibrated on development data: {self.source or 'source not recorded'})")
+
+
+def open_set_threshold(calibration: Mapping, gallery_size: int, fpir: float = DEFAULT_FPIR) -> OperatingPoint:
+    """The threshold for a gallery of ``gallery_size`` people at a target FPIR.
+
+    Between two calibrated sizes the threshold is interpolated linearly in ``log(N)``; below the
+    smallest, the smallest size's threshold is used (stricter than needed); above the largest,
+    the largest size's (the FPIR will then exceed the target). ``how`` says which.
+
+    Args:
+        calibration: the result of :func:`calibrate_open_set` (as stored in a model's card).
+        gallery_size: the number of enrolled identities.
+        fpir: the target FPIR, one of the calibrated ones.
+
+    Returns:
+        An :class:`OperatingPoint`.
+
+    Raises:
+        DatasetError: ``fpir`` was not calibrated, or was not measurable at any size.
+        ValueError: ``gallery_size`` < 1.
+    """
+    if gallery_size < 1:
+        raise ValueError(f"gallery_size must be >= 1, got {gallery_size}")
+    points = calibration.get("operating_points", [])
+    fpirs = sorted({p["fpir"] for p in points if p.get("threshold") is not None}, reverse=True)
+    usable = sorted((p for p in points if p.get("threshold") is not None and np.isclose(p["fpir"], fpir, rtol=1e-6)),
+                    key=lambda p: p["gallery_size"])
+    if not usable:
+        raise DatasetError(f"no 1:N operating point at FPIR {fpir:g} in the calibration (calibrated and measured: "
+                           f"{', '.join(f'{f:g}' for f in fpirs) or 'none'})")
+    sizes = [p["gallery_size"] for p in usable]
+    metric = calibration.get("metric", "cosine")
+    source = calibration.get("source")
+    if gallery_size in sizes:
+        p = usable[sizes.index(gallery_size)]
+        return OperatingPoint(p["threshold"], metric, fpir, gallery_size, sizes, f"calibrated at N={gallery_size}",
+                              p["dir"], source)
+    if gallery_size < sizes[0]:
+        p = usable[0]
+        how = (f"a gallery of {gallery_size} is below the calibrated range {sizes[0]}..{sizes[-1]}: using the N={sizes[0]} "
+               f"operating point (stricter than needed)")
+        return OperatingPoint(p["threshold"], metric, fpir, gallery_size, sizes, how, p["dir"], source)
+    if gallery_size > sizes[-1]:
+        p = usable[-1]
+        how = (f"a gallery of {gallery_size} is above the calibrated range {sizes[0]}..{sizes[-1]}: using the "
+               f"N={sizes[-1]} operating point (the FPIR will exceed {fpir:g}; calibrate with larger galleries)")
+        return OperatingPoint(p["threshold"], metric, fpir, gallery_size, sizes, how, p["dir"], source)
+    hi = int(np.searchsorted(sizes, gallery_size))
+    lo_p, hi_p = usable[hi - 1], usable[hi]
+    w = (np.log(gallery_size) - np.log(lo_p["gallery_size"])) / (np.log(hi_p["gallery_size"]) - np.log(lo_p["gallery_size"]))
+    threshold = float((1 - w) * lo_p["threshold"] + w * hi_p["threshold"])
+    how = f"interpolated in log N between N={lo_p['gallery_size']} and N={hi_p['gallery_size']}"
+    return OperatingPoint(threshold, metric, fpir, gallery_size, sizes, how, None, source)

@@ -1,0 +1,167 @@
+"""`kerascnn calibrate --open-set`, identify's 1:N operating point, the demo's, and quiet output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _face_helpers import tiny_embedder
+from kerascnn.cli import main
+from kerascnn.face.gallery import Gallery, model_identity
+from kerascnn.face.model import save_calibration
+from kerascnn.face.pipeline import FacePipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, orl_dir):
+    """A saved tiny embedder with its 1:1 calibration, a gallery of two ORL people, and an
+    identity folder of 12 other ORL people (links, not copies)."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    root = tmp_path_factory.mktemp("open_set")
+    model = root / "tiny.keras"
+    tiny_embedder(32).save(model)
+    save_calibration(model, {"metric": "cosine", "threshold": 0.5, "source": "a test value"})
+    pipeline = FacePipeline(detector="haar", model=str(model))
+    gallery = root / "g.db"
+    with Gallery(gallery, model_identity(pipeline.model)) as g:
+        for person in ("s1", "s2"):
+            g.enroll_images(person, [orl_dir / person / f"{i}.pgm" for i in (1, 2, 3)], pipeline)
+    folder = root / "dev"
+    folder.mkdir()
+    for k in range(20, 32):
+        (folder / f"s{k}").symlink_to(orl_dir / f"s{k}")
+    return {"model": model, "gallery": gallery, "folder": folder, "root": root, "pipeline": pipeline}
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_calibrate_open_set_then_identify_uses_the_operating_point(setup, orl_dir, capsys):
+    model = setup["root"] / "cal.keras"
+    shutil.copy(setup["model"], model)
+    shutil.copy(setup["model"].with_suffix(".json"), model.with_suffix(".json"))  # the 1:1 calibration
+    plot = setup["root"] / "dir.png"
+    code, out, err = _run(capsys, "calibrate", "--open-set", "--folder", setup["folder"], "--model", model,
+                          "--detector", "haar", "--gallery-sizes", 3, 6, "--fpir", 0.1, 0.001, "--draws", 2,
+                          "--plot", plot, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["people"] == 12 and data["card"] == str(model.with_suffix(".json"))
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "lfw" not in data["source"] and str(setup["folder"]) in data["source"]
+    points = {(p["gallery_size"], p["fpir"]): p for p in data["operating_points"]}
+    assert points[(6, 0.001)]["threshold"] is None and points[(6, 0.001)]["non_mated_needed"] == 1000
+    assert points[(3, 0.1)]["threshold"] is not None
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["open_set_calibration"]["operating_points"] == data["operating_points"]
+    # the text report says what is not measurable and how many searches it needs
+    code, out, _ = _run(capsys, "calibrate", "--open-set", "--folder", setup["folder"], "--model", model,
+                        "--detector", "haar", "--gallery-sizes", 6, "--fpir", 0.1, 0.001, "--draws", 1, "--no-save")
+    assert code == 0 and "FPIR 0.001   not measurable: needs at least 1000 non-mated searches (better 10000), has 60" in out
+    # identify: a gallery of 2 is below the calibrated 3..6: the N=3 point, said so, also in --json
+    probe = orl_dir / "s1" / "8.pgm"
+    code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+                        "--fpir", 0.1, "--json", probe)
+    point = json.loads(out)["operating_point"]
+    assert point["threshold"] == pytest.approx(points[(3, 0.1)]["threshold"]) and point["gallery_size"] == 2
+    assert "below the calibrated range 3..6: using the N=3 operating point" in point["how"]
+    assert json.loads(out)["threshold"] == pytest.approx(point["threshold"])
+    code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+                        "--fpir", 0.1, probe)
+    assert out.strip().splitlines()[-1].startswith("1:N operating point: FPIR 0.1 for a gallery of 2, cosine threshold")
+    code, _, err = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+                        "--fpir", 0.001, probe)
+    assert code == 2 and "no 1:N operating point at FPIR 0.001 in the calibration (calibrated and measured: 0.1)" in err
+    empty = setup["root"] / "empty.db"
+    Gallery(empty, model_identity(setup["pipeline"].model)).close()
+    code, _, err = _run(capsys, "identify", "--gallery", empty, "--model", model, "--detector", "haar", probe)
+    assert code == 2 and f"gallery {empty} is empty: enroll someone before identifying" in err
+    # --threshold still overrides
+    code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+                        "--threshold", 0.25, "--json", probe)
+    assert json.loads(out)["operating_point"] == {"threshold": 0.25, "metric": "cosine", "how": "--threshold"}
+    # the demo identifies at the 1:N point for its 2 people and says where it comes from
+    code, out, err = _run(capsys, "demo", "--data", orl_dir.parent, "--model", model, "--detector", "haar",
+                        "--people", 2, "--enroll-images", 2, "--strangers", 1, "--fpir", 0.1)
+    lines = out.splitlines()
+    assert code == 0, err
+    assert lines[2].startswith("identify: 1:N operating point: FPIR 0.1 for a gallery of 2")
+    assert "calibrated on development data: kerascnn calibrate --open-set on" in lines[2]
+    assert lines[3] == "(thresholds come from calibration on development data, never from these photos)"
+    rows = [line for line in lines if line.startswith(("ok ", "BAD"))]
+    if any(r.startswith("BAD") for r in rows):
+        assert lines[-1].startswith("the model does not decide every probe correctly at these operating points: ")
+    else:
+        assert lines[-1] == "3 of 3 probes decided correctly"
+
+
+def test_open_set_bad_input_messages(setup, orl_dir, tmp_path, capsys):
+    base = ["calibrate", "--open-set", "--model", setup["model"], "--detector", "haar"]
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "s1").symlink_to(orl_dir / "s1")
+    code, _, err = _run(capsys, *base, "--folder", one)
+    assert code == 2 and f"open-set calibration needs at least 2 people, {one} has 1" in err
+    singles = tmp_path / "singles"
+    for k in (1, 2, 3):
+        (singles / f"s{k}").mkdir(parents=True)
+        (singles / f"s{k}" / "1.pgm").symlink_to(orl_dir / f"s{k}" / "1.pgm")
+    code, _, err = _run(capsys, *base, "--folder", singles)
+    assert code == 2 and "needs people with at least 2 images (1 enrolled + 1 search); every person of" in err
+    code, _, err = _run(capsys, *base)
+    assert code == 2 and "calibrate --open-set needs --folder DIR" in err
+    code, _, err = _run(capsys, *base, "--folder", singles, "--sets", 1)
+    assert code == 2 and "--sets needs --people PEOPLE.txt" in err
+    code, _, err = _run(capsys, "calibrate", "--model", setup["model"])
+    assert code == 2 and "calibrate needs --pairs and --images (1:1), or --open-set --folder DIR (1:N)" in err
+    code, _, err = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", setup["model"], "--detector",
+                        "haar", "--fpir", 0.01, orl_dir / "s1" / "8.pgm")
+    assert code == 2 and "--fpir needs the model's 1:N calibration, and its card has none" in err
+
+
+def _cli(*argv, env=None):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kerascnn", *map(str, argv)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_face_commands_print_no_framework_log_lines_unless_verbose(setup, orl_dir):
+    argv = ["identify", "--gallery", setup["gallery"], "--model", setup["model"], "--detector", "haar",
+            "--threshold", 0.5, orl_dir / "s1" / "8.pgm"]
+    quiet = _cli(*argv)
+    assert quiet.returncode in (0, 1) and "RECOGNIZED" in quiet.stdout
+    assert quiet.stderr == ""
+    # kerascnn's own errors still reach stderr
+    missing = _cli(*argv[:1], "--gallery", setup["root"] / "missing.db", *argv[3:])
+    assert missing.returncode == 2 and missing.stderr.startswith("kerascnn identify: error: ")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    verbose = _cli(*argv, "--verbose")
+    assert verbose.returncode == quiet.returncode and verbose.stdout == quiet.stdout
+    # TensorFlow 2.x on Linux logs at start-up (absl's pre-initialisation notice, oneDNN, CUDA)
+    assert "absl::InitializeLog" in verbose.stderr or "oneDNN" in verbose.stderr or "cuda" in verbose.stderr.lower()
+
+
+def test_parked_stderr_is_swallowed_and_replayed_when_the_import_fails(capfd):
+    from kerascnn.cli import _stderr_parked
+
+    with _stderr_parked():
+        os.write(2, b"framework noise\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ImportError, match="broken"):
+        with _stderr_parked():
+            os.write(2, b"why the import failed\n")
+            raise ImportError("broken")
+    assert capfd.readouterr().err == "why the import failed\n"
