@@ -120,12 +120,29 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
+def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.warpAffine`` onto a ``size`` square (bilinear, replicated border), shrinking with area
+    averaging first when the warp shrinks by more than 2x (as dlib samples its chips through an
+    image pyramid), so that a large photo gives the same crop as a small one, not an aliased one."""
+    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+    if scale < 0.5:
+        factor = 2.0 * scale
+        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        if small.ndim == 2 and image.ndim == 3:
+            small = small[:, :, None]
+        # the resize maps x to (x + 0.5) * factor - 0.5; undo that, then apply the warp
+        shift = 0.5 * (1.0 / factor - 1.0)
+        inverse = np.array([[1.0 / factor, 0.0, shift], [0.0, 1.0 / factor, shift], [0.0, 0.0, 1.0]])
+        matrix = (np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]]) @ inverse)[:2]
+        image = small
+    return cv2.warpAffine(image, np.asarray(matrix, np.float32), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112, dst: np.ndarray | None = None) -> np.ndarray:
     """Warp a face onto the canonical crop.
 
-    A face shrunk by more than 2x is first reduced with area averaging (as dlib samples its chips
-    through an image pyramid), so a large photo gives the same crop as a small one, not an
-    aliased one.
+    The warp is :func:`warp` (area averaging before large shrinks).
 
     Args:
         image: ``uint8`` image ``(h, w, c)``.
@@ -148,19 +165,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112, dst: n
     dst = np.asarray(dst, np.float32).reshape(-1, 2)
     if len(dst) != len(landmarks):
         raise ValueError(f"{len(landmarks)} landmarks cannot go to {len(dst)} template points")
-    matrix = similarity_transform(landmarks, dst)
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < 0.5:
-        factor = 2.0 * scale
-        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        if small.ndim == 2 and image.ndim == 3:
-            small = small[:, :, None]
-        # the resize maps x to (x + 0.5) * factor - 0.5; undo that, then apply the warp
-        shift = 0.5 * (1.0 / factor - 1.0)
-        inverse = np.array([[1.0 / factor, 0.0, shift], [0.0, 1.0 / factor, shift], [0.0, 0.0, 1.0]])
-        matrix = (np.vstack([matrix.astype(np.float64), [0.0, 0.0, 1.0]]) @ inverse)[:2].astype(np.float32)
-        image = small
-    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    crop = warp(image, similarity_transform(landmarks, dst), size)
     if crop.ndim == 2:
         crop = crop[:, :, None]
     return crop

@@ -25,7 +25,7 @@ import numpy as np
 
 from kerascnn.data.folders import read_image, scan_folder
 from kerascnn.errors import DatasetError
-from kerascnn.face.align import similarity_transform, template
+from kerascnn.face.align import similarity_transform, template, warp
 from kerascnn.face.detect import YuNetDetector, select_faces
 
 DEFAULT_CACHE = Path(os.environ.get("KERASCNN_CACHE", Path.home() / ".cache" / "kerascnn"))
@@ -104,8 +104,7 @@ def canvas_matrix(landmarks: np.ndarray, size: int, canvas: int) -> np.ndarray:
 
 
 def _crop(image: np.ndarray, landmarks: np.ndarray, size: int, canvas: int) -> np.ndarray:
-    matrix = canvas_matrix(landmarks, size, canvas)
-    return cv2.warpAffine(image, matrix, (canvas, canvas), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warp(image, canvas_matrix(landmarks, size, canvas), canvas)
 
 
 def _box_of(landmarks: np.ndarray) -> np.ndarray:
