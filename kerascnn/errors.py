@@ -117,3 +117,19 @@ class UnknownAugmentationError(KerasCNNError, ValueError):
 
 class WeightsUnavailableError(KerasCNNError, OSError):
     """Pretrained weights that cannot be fetched (offline); the message says how to pass a file."""
+
+
+# --- seeing and fooling networks ------------------------------------------------------------
+class LayerNotFoundError(KerasCNNError, KeyError):
+    """A layer name that the model does not have (the message lists the candidates)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ImageSizeMismatchError(KerasCNNError, ValueError):
+    """Two images that must share a size (content and style images) do not."""
+
+
+class EpsilonError(KerasCNNError, ValueError):
+    """An attack budget (epsilon, step size) outside the image's value range, or negative."""
