@@ -165,7 +165,7 @@ def feature_maps(model: keras.Model, layer_name: str, image: np.ndarray) -> np.n
         ``(h', w', channels)`` float32 activations.
     """
     layer = get_layer(model, layer_name)
-    probe = keras.Model(model.inputs, layer.output)
+    probe = keras.Model(model.input, layer.output)
     return np.asarray(probe(_batch(image), training=False))[0]
 
 
@@ -309,7 +309,7 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
     softmax_dense = isinstance(last, keras.layers.Dense) and getattr(last.activation, "__name__", "") == "softmax"
     # explain the class logit, as the paper does: a confident softmax has vanishing gradients
     head = last.input if softmax_dense else model.outputs[0]
-    probe = keras.Model(model.inputs, [get_layer(model, layer_name).output, head])
+    probe = keras.Model(model.input, [get_layer(model, layer_name).output, head])
     with tf.GradientTape() as tape:
         maps, features = probe(x, training=False)
         scores = tf.matmul(features, last.kernel) + last.bias if softmax_dense else features
@@ -418,7 +418,7 @@ def activation_maximization(model: keras.Model, layer_name: str | None = None, u
     shape = tuple(input_shape or model.inputs[0].shape[1:])
     if any(s is None for s in shape):
         raise ValueError(f"give input_shape: the model's input {shape} has unknown dimensions")
-    target = model if layer_name is None else keras.Model(model.inputs, get_layer(model, layer_name).output)
+    target = model if layer_name is None else keras.Model(model.input, get_layer(model, layer_name).output)
     last = target.layers[-1]
     probabilities = getattr(getattr(last, "activation", None), "__name__", "") in ("softmax", "sigmoid")
     rng = np.random.default_rng(seed)
