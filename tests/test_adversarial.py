@@ -122,3 +122,10 @@ def test_epsilon_outside_the_image_range_is_refused(epsilon, message):
         adversarial.pgd(model, x, y, 0.1, step_size=-1)
     with pytest.raises(EpsilonError, match="low < high"):
         adversarial.fgsm(model, x, y, 0.1, value_range=(1, 0))
+
+
+@pytest.mark.parametrize("activation, from_logits", [("softmax", False), (None, True)])
+def test_wrapper_compiles_with_the_wrapped_models_loss(activation, from_logits):
+    inner = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(3, activation=activation)])
+    robust = training.compile_model(training.AdversarialModel(inner, 0.1), jit_compile=False)
+    assert robust.loss.get_config()["from_logits"] is from_logits

@@ -324,3 +324,15 @@ def test_top_activating_patches_over_a_folder(tmp_path):
     brute = [visualize.feature_maps(model, "conv", x)[..., 1].max() for x in images / 255.0]
     np.testing.assert_allclose(scores, np.sort(brute)[::-1], rtol=1e-5)
     assert sorted(w[0] for w in where) == list(range(10))
+
+
+def test_relu_rule_clone_of_a_registry_model_computes_the_same_function():
+    import kerascnn
+
+    model = kerascnn.create_model("resnet18", input_shape=(32, 32, 3), classes=4, weights=None)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    for rule in ("guided", "deconvnet"):
+        logits = np.asarray(visualize._with_relu_rule(model, rule)(x, training=False))
+        np.testing.assert_allclose(keras.ops.softmax(logits), model(x, training=False), rtol=1e-4, atol=1e-6)
+    signal = visualize.guided_backprop(model, x[0])
+    assert signal.shape == (32, 32, 3) and np.abs(signal).max() > 0
