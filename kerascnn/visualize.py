@@ -503,8 +503,9 @@ def guided_backprop(model: keras.Model, image: np.ndarray, class_index: int | No
     """Guided backpropagation (Springenberg et al. 2015): the gradient of the class logit with
     respect to the input, where each ReLU passes back only positive gradients at positive inputs.
 
-    The rule is applied on a clone of the model (``ReLU`` layers and ``activation="relu"``);
-    the model itself is not changed. A final softmax is dropped (the logit is explained).
+    The rule is applied on a clone of the model (``ReLU`` layers and ``activation="relu"``,
+    nested models included); the model itself is not changed. Capped or leaky ReLUs (``ReLU6``,
+    ``LeakyReLU``) keep their plain gradient. A final softmax is dropped (the logit is explained).
 
     Args:
         model: a functional classifier.
