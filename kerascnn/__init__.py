@@ -32,7 +32,7 @@ _EXPORTS = {
 
 _SUBMODULES = {
     "blocks", "layers", "models", "inspect", "data", "losses", "siamese", "evaluation",
-    "training", "transfer", "face", "visualize", "errors", "detection",
+    "training", "transfer", "face", "visualize", "errors", "detection", "style", "adversarial",
 }
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)

@@ -136,3 +136,19 @@ class WeightsUnavailableError(KerasCNNError, OSError):
 class BoxError(KerasCNNError, ValueError):
     """Boxes of the wrong shape or format, with negative width/height or not finite; an
     evaluation with no ground-truth box at all (mAP is then undefined)."""
+
+
+# --- seeing and fooling networks ------------------------------------------------------------
+class LayerNotFoundError(KerasCNNError, KeyError):
+    """A layer name that the model does not have (the message lists the candidates)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ImageSizeMismatchError(KerasCNNError, ValueError):
+    """Two images that must share a size (content and style images) do not."""
+
+
+class EpsilonError(KerasCNNError, ValueError):
+    """An attack budget (epsilon, step size) outside the image's value range, or negative."""

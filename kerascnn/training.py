@@ -384,6 +384,8 @@ def _steps(dataset) -> int | None:
 
 def _default_loss(model: keras.Model):
     """Sparse categorical cross-entropy, on logits unless the model ends with a softmax."""
+    while model.layers and isinstance(model.layers[-1], keras.Model):  # a wrapper or a nested head
+        model = model.layers[-1]
     for layer in reversed(model.layers):  # skip the float32 casts of :func:`float32_output`
         activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
         if not (isinstance(layer, keras.layers.Activation) and activation == "linear"):
@@ -654,3 +656,73 @@ def train_folder(
     history = fit(model, train_ds, val_ds, epochs=epochs, run_dir=run_dir, learning_rate=learning_rate,
                   patience=patience, verbose=verbose)
     return model, history
+
+
+# --- adversarial training ----------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="kerascnn")
+class AdversarialModel(keras.Model):
+    """Adversarial training through plain ``model.fit``: a wrapper whose ``train_step`` attacks
+    each batch (FGSM, or PGD with ``steps > 1``) against the current weights and trains on it.
+
+    With ``mix_clean=True`` (Goodfellow et al. 2015, their alpha = 0.5), each step trains on the
+    clean batch and its adversarial copy together; with ``False`` on the adversarial batch only
+    (Madry et al. 2018). Evaluation and prediction are the wrapped model's. The wrapper saves to
+    ``.keras`` and loads in safe mode; ``wrapper.model`` is the trained classifier itself.
+
+    Example:
+        >>> robust = training.AdversarialModel(model, epsilon=0.1)
+        >>> training.compile_model(robust, 1e-3)
+        >>> robust.fit(x, y, epochs=10)
+
+    Args:
+        model: the classifier to train.
+        epsilon: L-infinity budget of the training attack.
+        steps: attack steps (1: FGSM; more: PGD with a random start).
+        step_size: PGD's step; default ``2.5 * epsilon / steps``.
+        value_range: the inputs' valid values.
+        mix_clean: train on clean and adversarial images together.
+
+    Raises:
+        EpsilonError: an epsilon outside the value range.
+    """
+
+    def __init__(self, model: keras.Model, epsilon: float, steps: int = 1, step_size: float | None = None,
+                 value_range: tuple[float, float] = (0.0, 1.0), mix_clean: bool = True, **kwargs):
+        from kerascnn.adversarial import check_budget
+
+        super().__init__(**kwargs)
+        self.model = model
+        self.epsilon = check_budget(epsilon, value_range)
+        self.steps, self.step_size = int(steps), step_size
+        self.value_range = tuple(float(v) for v in value_range)
+        self.mix_clean = bool(mix_clean)
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def train_step(self, data):
+        from kerascnn.adversarial import perturb
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_adv = perturb(self.model, x, y, self.epsilon, self.steps, self.step_size, self.value_range,
+                        random_start=self.steps > 1,
+                        loss=lambda y_true, y_pred: self.compute_loss(y=y_true, y_pred=y_pred, training=False))
+        if self.mix_clean:
+            x, y = tf.concat([x, x_adv], 0), tf.concat([y, y], 0)
+            sample_weight = None if sample_weight is None else tf.concat([sample_weight, sample_weight], 0)
+        else:
+            x = x_adv
+        return super().train_step((x, y, sample_weight))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(model=keras.saving.serialize_keras_object(self.model), epsilon=self.epsilon,
+                      steps=self.steps, step_size=self.step_size, value_range=list(self.value_range),
+                      mix_clean=self.mix_clean)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "AdversarialModel":
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)

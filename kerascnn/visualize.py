@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerascnn.errors import LayerNotFoundError
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -86,6 +88,24 @@ def tile_images(images: np.ndarray, columns: int | None = None, pad: int = 1) ->
     return grid
 
 
+def get_layer(model: keras.Model, name: str) -> keras.layers.Layer:
+    """``model.get_layer(name)`` with an error that lists the candidates.
+
+    Raises:
+        LayerNotFoundError: the model has no layer of that name; the message lists close
+            names and the model's layers.
+    """
+    names = [layer.name for layer in model.layers]
+    if name in names:
+        return model.get_layer(name)
+    import difflib
+
+    close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
+    listed = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
+    hint = f"; did you mean {close}?" if close else ""
+    raise LayerNotFoundError(f"model {model.name!r} has no layer named {name!r}{hint} Its layers: {listed}")
+
+
 def _batch(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
@@ -144,8 +164,8 @@ def feature_maps(model: keras.Model, layer_name: str, image: np.ndarray) -> np.n
     Returns:
         ``(h', w', channels)`` float32 activations.
     """
-    layer = model.get_layer(layer_name)
-    probe = keras.Model(model.inputs, layer.output)
+    layer = get_layer(model, layer_name)
+    probe = keras.Model(model.input, layer.output)
     return np.asarray(probe(_batch(image), training=False))[0]
 
 
@@ -289,7 +309,7 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = No
     softmax_dense = isinstance(last, keras.layers.Dense) and getattr(last.activation, "__name__", "") == "softmax"
     # explain the class logit, as the paper does: a confident softmax has vanishing gradients
     head = last.input if softmax_dense else model.outputs[0]
-    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, head])
+    probe = keras.Model(model.input, [get_layer(model, layer_name).output, head])
     with tf.GradientTape() as tape:
         maps, features = probe(x, training=False)
         scores = tf.matmul(features, last.kernel) + last.bias if softmax_dense else features
@@ -398,7 +418,7 @@ def activation_maximization(model: keras.Model, layer_name: str | None = None, u
     shape = tuple(input_shape or model.inputs[0].shape[1:])
     if any(s is None for s in shape):
         raise ValueError(f"give input_shape: the model's input {shape} has unknown dimensions")
-    target = model if layer_name is None else keras.Model(model.inputs, model.get_layer(layer_name).output)
+    target = model if layer_name is None else keras.Model(model.input, get_layer(model, layer_name).output)
     last = target.layers[-1]
     probabilities = getattr(getattr(last, "activation", None), "__name__", "") in ("softmax", "sigmoid")
     rng = np.random.default_rng(seed)
@@ -418,6 +438,277 @@ def activation_maximization(model: keras.Model, layer_name: str | None = None, u
             x.assign(blurred.reshape((1,) + shape))
         history.append(float(objective))
     return x.numpy()[0], history
+
+
+# --- ReLU backward rules: guided backpropagation, deconvnet, Guided Grad-CAM -----------------
+
+
+@tf.custom_gradient
+def _guided_relu(x):
+    def backward(dy):  # Springenberg et al. 2015: pass where the input and the gradient are positive
+        return dy * tf.cast(x > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
+
+    return tf.nn.relu(x), backward
+
+
+@tf.custom_gradient
+def _deconvnet_relu(x):
+    def backward(dy):  # Zeiler and Fergus 2014: rectify the signal going back, whatever the input
+        return tf.nn.relu(dy)
+
+    return tf.nn.relu(x), backward
+
+
+_RELU_RULES = {"guided": _guided_relu, "deconvnet": _deconvnet_relu}
+
+
+def _activation_name(layer) -> str:
+    return getattr(getattr(layer, "activation", None), "__name__", "")
+
+
+def _with_relu_rule(model: keras.Model, rule: str) -> keras.Model:
+    """A copy of ``model`` (same weights, the original untouched) whose ReLUs back-propagate by
+    ``rule`` and whose final softmax is dropped, so that its outputs are the class logits."""
+    last = model.layers[-1]
+    while isinstance(last, keras.Model):  # a nested model's own last layer ends the network
+        last = last.layers[-1]
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.ReLU) and config.get("max_value") is None \
+                and not config.get("negative_slope") and not config.get("threshold"):
+            return keras.layers.Activation(_RELU_RULES[rule], name=layer.name)
+        copy = layer.__class__.from_config(config)
+        if _activation_name(layer) == "relu":
+            copy.activation = _RELU_RULES[rule]
+        elif layer is last and _activation_name(layer) == "softmax":
+            copy.activation = keras.activations.linear
+        return copy
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _input_gradient(model: keras.Model, image: np.ndarray, class_index: int | None) -> np.ndarray:
+    x = tf.convert_to_tensor(_batch(image))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scores = model(x, training=False)
+        score = scores[:, _class_index(np.asarray(scores), class_index)]
+    return np.asarray(tape.gradient(score, x))[0]
+
+
+def guided_backprop(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
+    """Guided backpropagation (Springenberg et al. 2015): the gradient of the class logit with
+    respect to the input, where each ReLU passes back only positive gradients at positive inputs.
+
+    The rule is applied on a clone of the model (``ReLU`` layers and ``activation="relu"``,
+    nested models included); the model itself is not changed. Capped or leaky ReLUs (``ReLU6``,
+    ``LeakyReLU``) keep their plain gradient. A final softmax is dropped (the logit is explained).
+
+    Args:
+        model: a functional classifier.
+        image: ``(h, w, c)`` preprocessed input.
+        class_index: class to explain; default the predicted one.
+
+    Returns:
+        ``(h, w, c)`` float32 signed gradient (show it with :func:`normalize01`).
+    """
+    return _input_gradient(_with_relu_rule(model, "guided"), image, class_index)
+
+
+def deconvnet_saliency(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
+    """Deconvnet reconstruction (Zeiler and Fergus 2014): like :func:`guided_backprop`, but each
+    ReLU passes back the rectified gradient whatever the sign of its forward input.
+
+    Returns:
+        ``(h, w, c)`` float32 signed signal at the input.
+    """
+    return _input_gradient(_with_relu_rule(model, "deconvnet"), image, class_index)
+
+
+def guided_grad_cam(model: keras.Model, image: np.ndarray, class_index: int | None = None,
+                    layer_name: str | None = None) -> np.ndarray:
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the Grad-CAM map
+    upsampled to the input, pixel by pixel.
+
+    Args:
+        model: a functional classifier.
+        image: ``(h, w, c)`` preprocessed input.
+        class_index: class to explain; default the predicted one.
+        layer_name: Grad-CAM's layer (default the last layer with a 4-D output).
+
+    Returns:
+        ``(h, w, c)`` float32 map.
+    """
+    if class_index is None:
+        class_index = int(np.argmax(np.asarray(model(_batch(image), training=False))[0]))
+    cam = grad_cam(model, image, class_index, layer_name)
+    return guided_backprop(model, image, class_index) * cam[..., None]
+
+
+# --- DeepDream ---------------------------------------------------------------------------------
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(h, w, c)`` to ``size = (h', w')``, keeping the channel axis."""
+    out = cv2.resize(np.asarray(image, np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(size[0], size[1], image.shape[-1])
+
+
+def deep_dream(model: keras.Model, layer_names: str | Sequence[str], image: np.ndarray, octaves: int = 3,
+               octave_scale: float = 1.4, steps: int = 20, step_size: float = 0.01, jitter: int = 8,
+               clip: tuple[float, float] | None = None, seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """DeepDream (Mordvintsev et al. 2015): gradient ascent of the input on the mean activation
+    of some layers, from a coarse scale (octave) to the full size, with random jitter.
+
+    Each step rolls the image by a random shift of up to ``jitter`` pixels, ascends the
+    normalised gradient (divided by its mean absolute value) and rolls back. Between octaves the
+    image is upscaled and the detail that the downscaling lost is added back.
+
+    Args:
+        model: a functional model that takes inputs of any size (``Input((None, None, c))``).
+        layer_names: one layer or several (their mean activations are summed).
+        image: ``(h, w, c)`` preprocessed start image.
+        octaves: number of scales.
+        octave_scale: size ratio between consecutive scales.
+        steps: ascent steps per octave.
+        step_size: step on the normalised gradient.
+        jitter: largest random shift in pixels (0: none).
+        clip: optional ``(low, high)`` range the image is kept in.
+        seed: jitter's random generator.
+
+    Returns:
+        ``(image, objective_history)``: the dreamed ``(h, w, c)`` float32 image and the objective
+        before each step (all octaves, in order).
+
+    Raises:
+        LayerNotFoundError: a layer name the model does not have.
+    """
+    names = [layer_names] if isinstance(layer_names, str) else list(layer_names)
+    probe = keras.Model(model.input, [get_layer(model, n).output for n in names])
+    rng = np.random.default_rng(seed)
+    base = _batch(image)[0]
+    h, w = base.shape[:2]
+    sizes = [(max(1, round(h / octave_scale**i)), max(1, round(w / octave_scale**i))) for i in reversed(range(octaves))]
+    dream = _resize(base, sizes[0])
+    history: list[float] = []
+    for i, size in enumerate(sizes):
+        if i:  # upscale, then add back what shrinking the original lost at this scale
+            lost = _resize(base, size) - _resize(_resize(base, sizes[i - 1]), size)
+            dream = _resize(dream, size) + lost
+        x = tf.Variable(dream[None])
+        for _ in range(steps):
+            shift = rng.integers(-jitter, jitter + 1, 2) if jitter else np.zeros(2, int)
+            x.assign(tf.roll(x, shift, axis=(1, 2)))
+            with tf.GradientTape() as tape:
+                outputs = probe(x, training=False)
+                outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+                objective = tf.add_n([tf.reduce_mean(o) for o in outputs])
+            gradient = tape.gradient(objective, x)
+            x.assign_add(step_size * gradient / (tf.reduce_mean(tf.abs(gradient)) + 1e-8))
+            x.assign(tf.roll(x, -shift, axis=(1, 2)))
+            if clip is not None:
+                x.assign(tf.clip_by_value(x, clip[0], clip[1]))
+            history.append(float(objective))
+        dream = x.numpy()[0]
+    return dream, history
+
+
+# --- the images that most activate a unit, over a dataset ----------------------------------
+
+
+def _receptive_field(model: keras.Model, layer_name: str) -> tuple[int, int, float, float]:
+    """``(rf_h, rf_w, jump_h, jump_w)`` of a layer's output, from :func:`kerascnn.inspect.layer_table`."""
+    from kerascnn.inspect import layer_table
+
+    for row in layer_table(model).rows:
+        if row.name == layer_name or row.name.endswith("/" + layer_name):
+            if row.receptive_field is None:
+                raise ValueError(f"layer {layer_name!r} has no spatial grid (it sees the whole input)")
+            return (*row.receptive_field, *row.jump)
+    raise LayerNotFoundError(f"layer {layer_name!r} is not in the layer table of model {model.name!r}")
+
+
+def _crop(image: np.ndarray, centre: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    """The ``size`` window of ``image`` centred on ``centre``, zero-padded where it leaves the image."""
+    out = np.zeros(size + image.shape[2:], image.dtype)
+    top, left = int(round(centre[0] - (size[0] - 1) / 2)), int(round(centre[1] - (size[1] - 1) / 2))
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + size[0], image.shape[0]), min(left + size[1], image.shape[1])
+    if r1 > r0 and c1 > c0:
+        out[r0 - top:r1 - top, c0 - left:c1 - left] = image[r0:r1, c0:c1]
+    return out
+
+
+def top_activating_patches(model: keras.Model, layer_name: str, unit: int, images, k: int = 9,
+                           preprocess=None, batch_size: int = 32, path: str | os.PathLike | None = None,
+                           columns: int | None = None) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+    """The ``k`` images of a dataset that most activate one unit (a channel of a layer), each
+    cropped to the receptive field around its strongest position (Zeiler and Fergus 2014).
+
+    The receptive field and the stride between outputs come from
+    :func:`kerascnn.inspect.layer_table`; output ``(i, j)`` is taken as centred on input pixel
+    ``(i * jump + (jump - 1) / 2, j * jump + (jump - 1) / 2)``, exact for ``"same"`` padding.
+
+    Args:
+        model: a functional model with a known input size.
+        layer_name: the layer (4-D output).
+        unit: the channel.
+        images: a :class:`kerascnn.data.FolderDataset`, a folder (scanned with
+            :func:`kerascnn.data.scan_folder`) or an array ``(n, h, w, c)``. Files are read with
+            the model's channels and resized to its input size.
+        k: how many patches.
+        preprocess: function of a float32 batch in [0, 255] (files) or of the array as given,
+            returning the model's input; default ``x / 255`` for files, identity for arrays.
+        batch_size: images per forward pass.
+        path: optional PNG of the patches as a grid (each scaled to [0, 1]).
+        columns: grid columns.
+
+    Returns:
+        ``(patches, scores, where)``: ``(k, rf_h, rf_w, c)`` crops of the images as read (before
+        ``preprocess``), their activations (descending) and ``(image index, row, col)`` of each
+        strongest output position.
+
+    Raises:
+        LayerNotFoundError: a layer name the model does not have.
+        DatasetError: an empty or missing folder.
+    """
+    from kerascnn.data import FolderDataset, read_image, scan_folder
+
+    probe = keras.Model(model.input, get_layer(model, layer_name).output)
+    rf_h, rf_w, jump_h, jump_w = _receptive_field(model, layer_name)
+    h, w, c = model.inputs[0].shape[1:]
+    rf = (min(int(rf_h), h), min(int(rf_w), w))
+    if isinstance(images, (str, os.PathLike)):
+        images = scan_folder(images)
+    from_files = isinstance(images, FolderDataset)
+    count = len(images)
+    if preprocess is None:
+        preprocess = (lambda batch: batch / 255.0) if from_files else (lambda batch: batch)
+    best: list[tuple[float, int, int, int, np.ndarray]] = []
+    for start in range(0, count, batch_size):
+        if from_files:
+            raw = np.stack([cv2.resize(read_image(p, channels=c), (w, h)).reshape(h, w, c)
+                            for p in images.paths[start:start + batch_size]]).astype(np.float32)
+        else:
+            raw = np.asarray(images[start:start + batch_size], np.float32)
+        maps = np.asarray(probe(preprocess(raw), training=False))[..., unit]
+        for n, unit_map in enumerate(maps):
+            i, j = np.unravel_index(int(np.argmax(unit_map)), unit_map.shape)
+            centre = (i * jump_h + (jump_h - 1) / 2, j * jump_w + (jump_w - 1) / 2)
+            best.append((float(unit_map[i, j]), start + n, int(i), int(j), _crop(raw[n], centre, rf)))
+        best = sorted(best, key=lambda item: -item[0])[:k]
+    patches = np.stack([item[4] for item in best])
+    if path is not None:
+        tiles = np.stack([normalize01(p) for p in patches])
+        scale = max(1, 64 // max(rf))
+        tiles = np.stack([cv2.resize(t, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST).reshape(
+            rf[0] * scale, rf[1] * scale, c) for t in tiles])
+        grid = tile_images(tiles, columns, pad=2)
+        save_png(grid[..., 0] if c == 1 else grid, path)
+    return patches, np.array([item[0] for item in best], np.float32), [item[1:4] for item in best]
 
 
 # --- embeddings ------------------------------------------------------------------------------

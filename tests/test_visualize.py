@@ -187,3 +187,152 @@ def test_tile_images_layout():
     grid = visualize.tile_images(images, columns=3, pad=1)
     assert grid.shape == (2 * 3 - 1, 3 * 4 - 1)
     np.testing.assert_array_equal(grid[3:5, 4:7], images[4])
+
+
+# --- ReLU backward rules, DeepDream, top patches -----------------------------------------------
+
+
+def _relu_mlp(seed: int = 3):
+    """input (1, 1, 4) -> Dense(5, relu) -> Dense(5) -> ReLU layer -> Dense(3, softmax), and its weights."""
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((1, 1, 4))
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dense(5, activation="relu", name="d1")(h)
+    h = keras.layers.Dense(5, name="d2")(h)
+    h = keras.layers.ReLU(name="r2")(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(h)
+    model = keras.Model(inputs, outputs)
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()]
+    model.set_weights(weights)
+    return model, weights
+
+
+def _numpy_backward(weights, x, c, rule):
+    """The input signal of class c's logit, back-propagated through the MLP by hand."""
+    w1, b1, w2, b2, w3, _ = weights
+    z1 = x @ w1 + b1
+    z2 = np.maximum(z1, 0) @ w2 + b2
+    relu_back = {
+        "vanilla": lambda g, z: g * (z > 0),
+        "guided": lambda g, z: g * (z > 0) * (g > 0),
+        "deconvnet": lambda g, z: np.maximum(g, 0),
+    }[rule]
+    g = relu_back(w3[:, c], z2)
+    g = relu_back(w2 @ g, z1)
+    return w1 @ g
+
+
+@pytest.mark.parametrize("rule", ["guided", "deconvnet"])
+def test_relu_backward_rules_match_numpy(rule):
+    model, weights = _relu_mlp()
+    function = visualize.guided_backprop if rule == "guided" else visualize.deconvnet_saliency
+    differs = False
+    for seed in range(4):
+        x = np.random.default_rng(seed).normal(size=(1, 1, 4)).astype(np.float32)
+        for c in range(3):
+            expected = _numpy_backward(weights, x.ravel(), c, rule)
+            np.testing.assert_allclose(function(model, x, c).ravel(), expected, rtol=1e-4, atol=1e-5)
+            differs |= not np.allclose(expected, _numpy_backward(weights, x.ravel(), c, "vanilla"), atol=1e-4)
+    assert differs, "the test inputs never exercise the rule (same as the plain gradient)"
+    # the model itself is unchanged: its ReLUs and softmax are the ordinary ones
+    assert model.get_layer("d1").activation is keras.activations.relu
+    assert isinstance(model.get_layer("r2"), keras.layers.ReLU)
+    assert model.get_layer("out").activation is keras.activations.softmax
+
+
+def test_relu_rules_reach_into_nested_models():
+    model, weights = _relu_mlp()
+    inputs = keras.Input((1, 1, 4))
+    outer = keras.Model(inputs, model(inputs))
+    x = np.random.default_rng(0).normal(size=(1, 1, 4)).astype(np.float32)
+    np.testing.assert_allclose(visualize.guided_backprop(outer, x, 1).ravel(),
+                               _numpy_backward(weights, x.ravel(), 1, "guided"), rtol=1e-4, atol=1e-5)
+
+
+def test_guided_grad_cam_lies_on_the_square(square_classifier):
+    image = _probe()
+    ggc = visualize.guided_grad_cam(square_classifier, image, class_index=1)
+    guided = visualize.guided_backprop(square_classifier, image, class_index=1)
+    cam = visualize.grad_cam(square_classifier, image, class_index=1)
+    assert ggc.shape == image.shape
+    np.testing.assert_allclose(ggc, guided * cam[..., None], rtol=1e-5, atol=1e-7)
+    energy = np.abs(ggc[..., 0])
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[2:6 + SQUARE, 18:22 + SQUARE] = True  # the square and a 2-pixel rim (its edges decide)
+    assert energy[mask].sum() > 0.8 * energy.sum()
+
+
+def test_deep_dream_raises_the_objective():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(h)
+    model = keras.Model(inputs, h)
+    image = np.random.default_rng(0).uniform(0, 1, (40, 40, 3)).astype(np.float32)
+    dream, history = visualize.deep_dream(model, ["c1", "c2"], image, octaves=3, steps=8, step_size=0.05, jitter=4)
+    assert dream.shape == image.shape and len(history) == 24
+    objective = lambda x: sum(float(np.mean(visualize.feature_maps(model, n, x))) for n in ("c1", "c2"))
+    assert objective(dream) > 1.5 * objective(image)
+    for octave in range(3):  # it rises within each octave
+        assert history[8 * octave + 7] > history[8 * octave]
+
+
+def test_unknown_layer_lists_candidates(square_classifier):
+    from kerascnn.errors import LayerNotFoundError
+
+    with pytest.raises(LayerNotFoundError, match=r"no layer named 'conv3'.*did you mean.*conv1.*Its layers: .*gmp"):
+        visualize.deep_dream(square_classifier, "conv3", _probe())
+    with pytest.raises(LayerNotFoundError, match="conv9"):
+        visualize.grad_cam(square_classifier, _probe(), layer_name="conv9")
+
+
+def test_top_activating_patches_over_a_folder(tmp_path):
+    # unit 0 reads the pixel under its 5x5 window's centre; unit 1 is a random filter
+    inputs = keras.Input((24, 24, 1))
+    conv = keras.layers.Conv2D(2, 5, padding="same", use_bias=False, name="conv")
+    model = keras.Model(inputs, keras.layers.GlobalMaxPooling2D()(conv(inputs)))
+    kernel = np.zeros((5, 5, 1, 2), np.float32)
+    kernel[2, 2, 0, 0] = 1.0
+    kernel[..., 1] = np.random.default_rng(0).normal(size=(5, 5, 1))
+    conv.set_weights([kernel])
+    rng = np.random.default_rng(1)
+    spots = {}
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            image = rng.integers(0, 100, (24, 24), dtype=np.uint8)
+            r, c = rng.integers(0, 24, 2)
+            image[r, c] = 150 + 20 * i + (cls == "b") * 5  # one bright pixel, brightness known
+            cv2.imwrite(str(tmp_path / cls / f"{i}.png"), image)
+            spots[f"{cls}/{i}"] = (r, c, image)
+    patches, scores, where = visualize.top_activating_patches(model, "conv", 0, tmp_path, k=3, batch_size=4,
+                                                              path=tmp_path / "top.png")
+    assert patches.shape == (3, 5, 5, 1)
+    names = [f"{cls}/{i}" for cls in ("a", "b") for i in range(5)]
+    brightest = sorted(names, key=lambda n: -int(spots[n][2][spots[n][0], spots[n][1]]))[:3]
+    assert [names[w[0]] for w in where] == brightest
+    for (index, r, c), patch, score in zip(where, patches, scores):
+        row, col, image = spots[names[index]]
+        assert (r, c) == (row, col)
+        assert patch[2, 2, 0] == image[row, col] == pytest.approx(score * 255, abs=1e-3)
+        expected = np.pad(image, 2)[row:row + 5, col:col + 5]  # zero-padded receptive field
+        np.testing.assert_array_equal(patch[..., 0], expected)
+    assert cv2.imread(str(tmp_path / "top.png")) is not None
+    # the random unit: scores equal a brute-force max over each image's feature map
+    images = np.stack([spots[n][2] for n in names])[..., None].astype(np.float32)
+    _, scores, where = visualize.top_activating_patches(model, "conv", 1, images / 255.0, k=10)
+    brute = [visualize.feature_maps(model, "conv", x)[..., 1].max() for x in images / 255.0]
+    np.testing.assert_allclose(scores, np.sort(brute)[::-1], rtol=1e-5)
+    assert sorted(w[0] for w in where) == list(range(10))
+
+
+def test_relu_rule_clone_of_a_registry_model_computes_the_same_function():
+    import kerascnn
+
+    model = kerascnn.create_model("resnet18", input_shape=(32, 32, 3), classes=4, weights=None)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    for rule in ("guided", "deconvnet"):
+        logits = np.asarray(visualize._with_relu_rule(model, rule)(x, training=False))
+        np.testing.assert_allclose(keras.ops.softmax(logits), model(x, training=False), rtol=1e-4, atol=1e-6)
+    signal = visualize.guided_backprop(model, x[0])
+    assert signal.shape == (32, 32, 3) and np.abs(signal).max() > 0
