@@ -143,3 +143,9 @@ def test_online_batches_refuse_mismatched_chips(teacher):
         OnlineDistillBatches(_images(4, CANVAS, 0), _images(3, CHIP, 0), teacher, augment, 2, np.zeros(16))
     with pytest.raises(DatasetError, match="the teacher takes 48x48 chips, got 40x40"):
         OnlineDistillBatches(_images(4, CANVAS, 0), _images(4, 40, 0), teacher, augment, 2, np.zeros(16))
+
+
+def test_train_face_options_name_the_online_teacher():
+    args = trainer.parse_args(["--online-teacher", "dlib", "--init-weights", "small"])
+    assert args.online_teacher == "dlib" and args.init_weights == "small"
+    assert trainer.parse_args([]).online_teacher is None

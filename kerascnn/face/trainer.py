@@ -13,6 +13,9 @@ The run (what ``scripts/train_face_model.py`` and ``kerascnn train-face`` do):
    contrast, greyscale, blur, then the centre crop), trained with the distillation loss to the
    teacher's unit vectors (``teacher=True``) or with a semi-hard triplet loss on P x K batches
    (``teacher=False``); cosine learning-rate schedule, ``BackupAndRestore`` (resume), CSV log.
+   With ``online_teacher`` (``--online-teacher dlib``) a Keras teacher describes every
+   augmented view instead, on the same augmentation of its own chip
+   (:mod:`kerascnn.face.online_distill`); ``init_weights`` starts from a trained embedder.
 4. :func:`evaluate_holdout`: accuracy (k-fold within the fold's pairs), AUC, EER, TAR at FAR.
 """
 
