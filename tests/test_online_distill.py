@@ -27,7 +27,8 @@ def _images(n, side, seed):
     """Smooth random RGB images (so that a mirror or a warp changes them visibly)."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 255, (n, 6, 6, 3)).astype(np.float32)
-    return np.stack([cv2.resize(s, (side, side), interpolation=cv2.INTER_CUBIC) for s in small]).clip(0, 255).astype(np.uint8)
+    big = np.stack([cv2.resize(s, (side, side), interpolation=cv2.INTER_CUBIC) for s in small])
+    return big.clip(0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +118,9 @@ def test_online_training_starts_from_given_weights_and_runs(tmp_path, teacher):
                     _images(n, CHIP, 1))
     start = build_face_embedder(SIZE, 16, (8, 16), (1, 1))
     start.save(tmp_path / "start.keras")
-    config = trainer.FaceTrainConfig(input_size=SIZE, canvas=CANVAS, embedding_dim=16, widths=(8, 16), depths=(1, 1), epochs=1,
-                                     batch_size=4, online_teacher="tiny", init_weights=str(tmp_path / "start.keras"),
-                                     learning_rate=0.0)
+    config = trainer.FaceTrainConfig(input_size=SIZE, canvas=CANVAS, embedding_dim=16, widths=(8, 16), depths=(1, 1),
+                                     epochs=1, batch_size=4, online_teacher="tiny",
+                                     init_weights=str(tmp_path / "start.keras"), learning_rate=0.0)
     online = (teacher, DEFAULT_TEMPLATE, describe(teacher, data.chips).mean(0))
     embedder, history, _, _ = trainer.train_face_model(config, data, np.arange(n), tmp_path / "run", verbose=0,
                                                         online=online)
