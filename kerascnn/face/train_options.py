@@ -33,6 +33,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-teacher", action="store_true", help="train with semi-hard triplets only (no dlib)")
     parser.add_argument("--teacher-partial", action="store_true",
                         help="start with the teacher embeddings cached so far (another process describes the rest)")
+    parser.add_argument("--online-teacher", default=None, metavar="MODEL",
+                        help="distil a Keras face model ('dlib' or a .keras path) that describes every augmented "
+                             "view during training, instead of dlib's per-image descriptors")
+    parser.add_argument("--init-weights", default=None, metavar="MODEL",
+                        help="start from this embedder's weights ('small' or a .keras path of the same architecture)")
     parser.add_argument("--max-images", type=int, default=None, help="train on at most this many images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=None, help="cache folder (default ~/.cache/kerascnn)")

@@ -13,6 +13,9 @@ The run (what ``scripts/train_face_model.py`` and ``kerascnn train-face`` do):
    contrast, greyscale, blur, then the centre crop), trained with the distillation loss to the
    teacher's unit vectors (``teacher=True``) or with a semi-hard triplet loss on P x K batches
    (``teacher=False``); cosine learning-rate schedule, ``BackupAndRestore`` (resume), CSV log.
+   With ``online_teacher`` (``--online-teacher dlib``) a Keras teacher describes every
+   augmented view instead, on the same augmentation of its own chip
+   (:mod:`kerascnn.face.online_distill`); ``init_weights`` starts from a trained embedder.
 4. :func:`evaluate_holdout`: accuracy (k-fold within the fold's pairs), AUC, EER, TAR at FAR.
 """
 
@@ -28,7 +31,7 @@ import keras
 import numpy as np
 
 from kerascnn.data.lfw import read_pairs
-from kerascnn.errors import DatasetError
+from kerascnn.errors import DatasetError, FaceModelError, WeightsMismatchError
 from kerascnn.face.facedata import FaceData, prepare_faces
 from kerascnn.face.model import build_face_embedder
 
@@ -54,6 +57,10 @@ class FaceTrainConfig:
         weight_decay: AdamW weight decay.
         seed: seed of weights, shuffling and augmentation.
         max_images: use only this many training images (quick runs); ``None``: all.
+        online_teacher: a face model (``"dlib"`` or a ``.keras`` path) that describes every
+            augmented view during training (:mod:`kerascnn.face.online_distill`); ``None``: the
+            offline targets of ``teacher``.
+        init_weights: start from this embedder's weights (same architecture); ``None``: random.
     """
 
     data: list[str] = field(default_factory=list)
@@ -73,6 +80,8 @@ class FaceTrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     max_images: int | None = None
+    online_teacher: str | None = None
+    init_weights: str | None = None
 
 
 def load_faces(folders, detector: str, size: int = 112, canvas: int = 128, teacher=None,
@@ -243,7 +252,7 @@ class _DistillBatches(keras.utils.PyDataset):
 
 
 def train_face_model(config: FaceTrainConfig, data: FaceData, train_idx: np.ndarray, out_dir,
-                     refresh_teacher=None, verbose: int = 1):
+                     refresh_teacher=None, verbose: int = 1, online=None):
     """Fit the embedder on ``data[train_idx]``; resumable from ``out_dir/backup``.
 
     Args:
@@ -255,12 +264,18 @@ def train_face_model(config: FaceTrainConfig, data: FaceData, train_idx: np.ndar
         refresh_teacher: optional callable returning the current ``(len(data), dim)`` teacher
             array, called after each epoch (train while the teacher still works).
         verbose: Keras verbosity (1: a progress bar).
+        online: with ``config.online_teacher``: ``(teacher_model, alignment, mean)``, the
+            teacher, its :class:`~kerascnn.face.align.AlignmentTemplate` and the mean of its
+            embeddings (see :func:`online_teacher`); ``data.chips`` must hold its chips.
 
     Returns:
         ``(embedder, history_dict, seconds, images_per_second)``; the embedder is float32.
 
     Raises:
-        DatasetError: distillation without teacher embeddings.
+        DatasetError: distillation without teacher embeddings, or online distillation without
+            the teacher's chips.
+        FaceModelError: an online teacher whose embedding size is not ``config.embedding_dim``.
+        WeightsMismatchError: ``config.init_weights`` of another architecture.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,8 +285,36 @@ def train_face_model(config: FaceTrainConfig, data: FaceData, train_idx: np.ndar
         train_idx = np.random.default_rng(config.seed).permutation(train_idx)[: config.max_images]
     crops = data.crops[train_idx]
     embedder = build_face_embedder(config.input_size, config.embedding_dim, tuple(config.widths), tuple(config.depths))
+    if config.init_weights:
+        from kerascnn.face.model import load_face_model
+
+        start = load_face_model(config.init_weights)
+        try:
+            embedder.set_weights(start.get_weights())
+        except ValueError as exc:
+            raise WeightsMismatchError(
+                f"--init-weights {config.init_weights} is not this architecture (input {config.input_size}, "
+                f"widths {list(config.widths)}, depths {list(config.depths)}, dim {config.embedding_dim}): {exc}"
+            ) from exc
     model = _trainer(embedder, config.canvas, config.input_size, config.seed)
-    if config.teacher:
+    if config.online_teacher:
+        from kerascnn.distillation import EmbeddingDistillationLoss
+        from kerascnn.face.online_distill import OnlineDistillBatches, PairedAugment
+
+        if online is None or data.chips is None:
+            raise DatasetError("online distillation needs the teacher, its alignment and mean (online=...) "
+                               "and its chips in data.chips (see kerascnn.face.trainer.online_teacher)")
+        teacher_model, alignment, mean = online
+        if teacher_model.output_shape[-1] != config.embedding_dim:
+            raise FaceModelError(f"the online teacher gives {teacher_model.output_shape[-1]}-d embeddings, "
+                                 f"the student {config.embedding_dim}-d (they must match)")
+        chip = int(teacher_model.input_shape[1])
+        augment = PairedAugment(config.canvas, config.input_size, chip, alignment.points("landmarks", chip))
+        batches = OnlineDistillBatches(crops, data.chips[train_idx], teacher_model, augment, config.batch_size,
+                                       mean, config.seed)
+        model = embedder  # the views come augmented and cropped
+        loss = EmbeddingDistillationLoss("cosine")
+    elif config.teacher:
         from kerascnn.distillation import EmbeddingDistillationLoss
 
         if data.teacher is None:
@@ -349,6 +392,34 @@ def config_dict(config: FaceTrainConfig) -> dict:
 
 
 # --- the whole run -------------------------------------------------------------------------------
+def online_teacher(spec: str, data: FaceData, train_idx: np.ndarray, sample: int = 2048, seed: int = 0):
+    """Load a Keras teacher and cut its chips, for :func:`train_face_model`'s ``online``.
+
+    Sets ``data.chips`` to the teacher's chips of every image (its card's template at its input
+    size, from the source images and their landmarks).
+
+    Args:
+        spec: a face model name (``"dlib"``) or ``.keras`` path.
+        data: the prepared faces (paths and landmarks).
+        train_idx: the training images; the centring mean is the teacher's mean embedding of
+            (at most ``sample`` of) their unaugmented chips.
+        sample: how many chips the mean is taken over.
+        seed: which chips.
+
+    Returns:
+        ``(teacher_model, alignment, mean)``.
+    """
+    from kerascnn.face.model import load_alignment, load_face_model
+    from kerascnn.face.online_distill import describe, teacher_chips
+
+    model = load_face_model(spec)
+    alignment = load_alignment(spec)
+    data.chips = teacher_chips(data.paths, data.landmarks, alignment, int(model.input_shape[1]))
+    pick = np.random.default_rng(seed).permutation(np.asarray(train_idx))[:sample]
+    mean = describe(model, data.chips[np.sort(pick)]).mean(0)
+    return model, alignment, mean
+
+
 def _teacher_refresher(folders, teacher, cache_dir):
     """A callable re-reading the teacher embeddings cached so far (NaN rows for the others)."""
     from kerascnn.data.folders import scan_folder
@@ -424,8 +495,9 @@ def run(args) -> dict:
     config = FaceTrainConfig(
         data=data_folders, detector=args.detector, pairs=args.pairs, lfw_images=args.lfw_images,
         holdout_fold=args.holdout_fold - 1, input_size=args.input_size, canvas=canvas, widths=tuple(args.widths),
-        depths=tuple(args.depths), teacher=not args.no_teacher, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, seed=args.seed, max_images=args.max_images,
+        depths=tuple(args.depths), teacher=not args.no_teacher and not args.online_teacher, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed, max_images=args.max_images,
+        online_teacher=args.online_teacher, init_weights=args.init_weights,
     )
     teacher = None
     if config.teacher:
@@ -444,7 +516,8 @@ def run(args) -> dict:
         config.lfw_images = images
         train_idx, left, right, same = holdout_split(data, config.pairs, images, config.holdout_fold)
     refresh = _teacher_refresher(config.data, teacher, args.cache_dir) if args.teacher_partial else None
-    embedder, history, seconds, rate = train_face_model(config, data, train_idx, out, refresh)
+    online = online_teacher(config.online_teacher, data, train_idx, seed=config.seed) if config.online_teacher else None
+    embedder, history, seconds, rate = train_face_model(config, data, train_idx, out, refresh, online=online)
     if refresh is not None:
         data.teacher = refresh()
     model_path = out / "face_model.keras"
@@ -459,9 +532,13 @@ def run(args) -> dict:
                   f"at size {config.input_size}", "normalization": "inside the model: x / 127.5 - 1"},
         "output": {"embedding_dim": config.embedding_dim, "unit_norm": True, "metric": "cosine"},
         "training": {
-            "method": (f"distillation of {teacher.name} (dlib) to its unit embeddings, mean-centred, cosine loss"
+            "method": (f"online distillation of the Keras face model {config.online_teacher!r}: its unit embedding "
+                       "of every augmented view (the same augmentation on its own aligned chip), mean-centred, "
+                       "cosine loss" if config.online_teacher else
+                       f"distillation of {teacher.name} (dlib) to its unit embeddings, mean-centred, cosine loss"
                        if teacher else "semi-hard triplet loss on P x K batches (K=4)"),
-            "teacher": teacher.name if teacher else None,
+            "teacher": config.online_teacher or (teacher.name if teacher else None),
+            "init_weights": config.init_weights,
             "device": _device(),
             "seconds": round(seconds, 1), "images_per_second": round(rate, 1),
             "epochs_run": len(history.get("loss", [])), "final_loss": float(history["loss"][-1]),
