@@ -444,7 +444,7 @@ def _card(model, path, source_name, source_card, pipeline, train, folders, froze
         "input": source_card.get("input", {"size": list(model.input_shape[1:]), "dtype": "float32", "range": [0, 255],
                                            "color": "RGB"}),
         "output": source_card.get("output", {"embedding_dim": int(model.output_shape[-1]), "metric": "cosine"}),
-        "alignment": pipeline.alignment.to_dict(),
+        "alignment": source_card.get("alignment", pipeline.alignment.to_dict()),
         "training": {"method": "fine-tuning with triplet loss on P x K batches (kerascnn.face.finetune)",
                      "frozen": frozen, **run},
         "data": {"folders": [str(f) for f in folders], **train.summary(),
