@@ -197,6 +197,8 @@ def _add_finetune_command(sub) -> None:
     p.add_argument("--k", type=int, default=4, help="images per person per batch (default 4)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--margin", type=float, default=0.2, help="triplet margin (default 0.2)")
+    p.add_argument("--mining", default="semi_hard", choices=("semi_hard", "batch_hard", "batch_all"),
+                   help="triplet mining of kerascnn.losses.TripletLoss (default semi_hard)")
     p.add_argument("--augment", default="face", help="augmentation preset, or none (default face)")
     p.add_argument("--seed", type=int, default=0, help="seed of batches and augmentation (default 0)")
     p.add_argument("--cache-dir", default=None, help="cache of aligned crops (default $KERASCNN_CACHE)")
@@ -211,7 +213,7 @@ def _cmd_finetune_face(args) -> int:
     result = finetune_face_model(
         args.model, args.data, args.out, people=args.people, detector=args.detector, trainable_stages=args.trainable_stages,
         steps=args.steps, steps_per_epoch=args.steps_per_epoch, p=args.p, k=args.k, learning_rate=args.lr,
-        margin=args.margin, augment=None if args.augment == "none" else args.augment, seed=args.seed,
+        margin=args.margin, mining=args.mining, augment=None if args.augment == "none" else args.augment, seed=args.seed,
         eval_folders=args.eval_data, eval_people=args.eval_people, cache_dir=args.cache_dir, verbose=2,
     )
     print(json.dumps({k: result.card[k] for k in ("data", "settings", "evaluation") if k in result.card}, indent=2))

@@ -6,6 +6,7 @@ Names load on first use (``kerascnn.face.FacePipeline`` imports TensorFlow only 
   ``get_detector``, ``select_faces``, ``align_detection``
 - :mod:`kerascnn.face.pipeline`: ``FacePipeline`` (images -> ``FaceBatch`` of embeddings)
 - :mod:`kerascnn.face.verify`: ``verify`` (1:1), ``identify`` (1:N), ``calibrate``
+- :mod:`kerascnn.face.finetune`: ``finetune_face_model`` (triplet fine-tuning of a face model)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _EXPORTS = {
     "verify": "kerascnn.face.verify",
     "identify": "kerascnn.face.verify",
     "calibrate": "kerascnn.face.verify",
+    "finetune_face_model": "kerascnn.face.finetune",
 }
 
 __all__ = sorted(_EXPORTS)
