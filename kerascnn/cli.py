@@ -211,9 +211,10 @@ def _cmd_finetune_face(args) -> int:
     from kerascnn.face.finetune import finetune_face_model
 
     result = finetune_face_model(
-        args.model, args.data, args.out, people=args.people, detector=args.detector, trainable_stages=args.trainable_stages,
-        steps=args.steps, steps_per_epoch=args.steps_per_epoch, p=args.p, k=args.k, learning_rate=args.lr,
-        margin=args.margin, mining=args.mining, augment=None if args.augment == "none" else args.augment, seed=args.seed,
+        args.model, args.data, args.out, people=args.people, detector=args.detector,
+        trainable_stages=args.trainable_stages, steps=args.steps, steps_per_epoch=args.steps_per_epoch,
+        p=args.p, k=args.k, learning_rate=args.lr, margin=args.margin, mining=args.mining,
+        augment=None if args.augment == "none" else args.augment, seed=args.seed,
         eval_folders=args.eval_data, eval_people=args.eval_people, cache_dir=args.cache_dir, verbose=2,
     )
     print(json.dumps({k: result.card[k] for k in ("data", "settings", "evaluation") if k in result.card}, indent=2))

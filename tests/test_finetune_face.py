@@ -11,7 +11,8 @@ import pytest
 
 from kerascnn.cli import main
 from kerascnn.errors import DatasetError
-from kerascnn.face.finetune import finetune_face_model, freeze_face_model, model_stages
+from kerascnn.face.finetune import finetune_face_model, freeze_face_model, model_stages, prepare_face_crops
+from kerascnn.face.pipeline import FacePipeline
 from kerascnn.face.model import build_face_embedder, card_path, load_alignment, load_face_model
 
 PEOPLE = ["s1", "s2", "s3", "s4"]
@@ -86,7 +87,8 @@ def test_finetune_trains_the_top_keeps_the_rest_resumes_and_writes_a_card(tmp_pa
     assert card["data"]["people"] == 4 and card["data"]["images"] == 40
     assert card["settings"]["steps"] == 4 and card["settings"]["p"] == 4
     assert set(card["evaluation"]) >= {"before", "after", "data"}
-    assert card["evaluation"]["before"]["genuine_pairs"] == 3 * 45 and card["evaluation"]["before"]["impostor_pairs"] == 300
+    before = card["evaluation"]["before"]
+    assert before["genuine_pairs"] == 3 * 45 and before["impostor_pairs"] == 300  # 3 people x 10 photos
     assert card["calibration"]["threshold"] == card["evaluation"]["after"]["threshold"]
 
 
@@ -118,13 +120,14 @@ def _folder(tmp_path, orl_dir, layout):
     ({"alice": 3}, r"at least 2 people with at least 2 face images each; .* have 1 people, 1 of them"),
     ({"alice": 1, "bob": 1, "carol": 2}, r"have 3 people, 1 of them with 2 or more .*single image: alice, bob"),
 ])
-def test_too_few_people_or_images_are_refused(tmp_path, orl_dir, yunet_path, layout, message):
+def test_too_few_people_or_images_are_refused(tmp_path, orl_dir, yunet_path, layout, message, capsys):
     root = _folder(tmp_path, orl_dir, layout)
     with pytest.raises(DatasetError, match=message):
         finetune_face_model(tiny(), [root], tmp_path / "out", detector=str(yunet_path), cache_dir=tmp_path / "c")
     code = main(["finetune-face", "--model", "small", "--data", str(root), "--out", str(tmp_path / "o2"),
                  "--detector", str(yunet_path), "--cache-dir", str(tmp_path / "c")])
     assert code == 2
+    assert "kerascnn finetune-face: error: triplet fine-tuning needs P x K batches" in capsys.readouterr().err
 
 
 def test_missing_folder_and_unknown_people_are_refused(tmp_path, orl_dir):
@@ -132,3 +135,20 @@ def test_missing_folder_and_unknown_people_are_refused(tmp_path, orl_dir):
         finetune_face_model(tiny(), [tmp_path / "nope"], tmp_path / "out")
     with pytest.raises(DatasetError, match="no person folders among the 1 people asked for"):
         finetune_face_model(tiny(), [orl_dir], tmp_path / "out", people=["nobody"])
+
+
+def test_crops_are_the_pipelines_inference_crops_and_are_cached(tmp_path, orl_dir, yunet_path):
+    pipeline = FacePipeline(detector=str(yunet_path), model="dlib", select="central")
+    data = prepare_face_crops([orl_dir], pipeline, ["s3", "s9"], tmp_path, yunet_path, progress=False)
+    assert data.people == ["s3", "s9"] and len(data) == 20 and data.crops.shape[1:] == (150, 150, 3)
+    batch = pipeline.embed_images(data.paths[::7], progress=False, keep_crops=True)
+    np.testing.assert_array_equal(batch.crops, data.crops[::7])
+    (cached,) = (tmp_path / "finetune").glob("*.npz")
+
+    def no_detector(image):
+        raise AssertionError("the cache was not used")
+
+    blind = FacePipeline(detector=no_detector, model="dlib", select="central")
+    again = prepare_face_crops([orl_dir], blind, ["s3", "s9"], tmp_path, yunet_path, progress=False)
+    np.testing.assert_array_equal(again.crops, data.crops)
+    assert list(again.labels) == list(data.labels) == [0] * 10 + [1] * 10

@@ -116,8 +116,7 @@ def prepare_face_crops(
         pipeline: a :class:`kerascnn.face.pipeline.FacePipeline` (its detector, selection,
             alignment template and crop size are used).
         people: keep only these person folders (those absent from a folder are ignored).
-        cache_dir: cache root (default ``$KERASCNN_CACHE`` or ``~/.cache/kerascnn``); ``False``-y
-            strings are not special: pass a folder.
+        cache_dir: cache root (default ``$KERASCNN_CACHE`` or ``~/.cache/kerascnn``).
         detector_spec: what built the pipeline's detector (part of the cache key).
         progress: show a progress bar for long folders.
 
@@ -144,7 +143,8 @@ def prepare_face_crops(
         chosen = present if people is None else [p for p in present if p in set(people)]
         if not chosen:
             wanted = "" if people is None else f" among the {len(people)} people asked for"
-            raise DatasetError(f"data folder {folder} has no person folders{wanted} (expected {folder}/<person>/<image>)")
+            raise DatasetError(
+                f"data folder {folder} has no person folders{wanted} (expected {folder}/<person>/<image>)")
         dataset = scan_folder(folder, classes=chosen, skip_empty_classes=True)
         key = _cache_key(dataset.paths, detector_spec, pipeline.alignment.to_dict(), pipeline.image_size)
         file = cache / f"{folder.name}_{key}.npz"
@@ -193,7 +193,8 @@ def check_pk_data(data: FaceCrops, what: str = "the training folders") -> None:
     if eligible >= 2:
         return
     single = [p for p, c in zip(data.people, counts) if c == 1]
-    detail = f"; people with a single image: {', '.join(single[:10])}{' ...' if len(single) > 10 else ''}" if single else ""
+    more = " ..." if len(single) > 10 else ""
+    detail = f"; people with a single image: {', '.join(single[:10])}{more}" if single else ""
     raise DatasetError(
         f"triplet fine-tuning needs P x K batches: at least 2 people with at least 2 face images each; "
         f"{what} have {len(data.people)} people, {eligible} of them with 2 or more images with a face "
@@ -249,7 +250,8 @@ def freeze_face_model(model, trainable_stages: int = 1) -> dict:
 
     stages, head = model_stages(model)
     if not 0 <= trainable_stages <= len(stages):
-        raise ValueError(f"trainable_stages must be between 0 and the model's {len(stages)} stages, got {trainable_stages}")
+        raise ValueError(
+            f"trainable_stages must be between 0 and the model's {len(stages)} stages, got {trainable_stages}")
     train = set(head) | {name for stage in stages[len(stages) - trainable_stages:] for name in stage}
     model.trainable = True
     for layer in model.layers:
@@ -390,7 +392,8 @@ def finetune_face_model(
         raise ValueError(f"P x K batches need p >= 2 people and k >= 2 images each, got p={p}, k={k}")
     keras_model, source_name, source_card = _source(model)
     if keras_model.input_shape[-1] != 3:
-        raise FaceModelError(f"fine-tuning needs a model of RGB images (batch, s, s, 3), got input {keras_model.input_shape}")
+        raise FaceModelError(
+            f"fine-tuning needs a model of RGB images (batch, s, s, 3), got input {keras_model.input_shape}")
     alignment = None if hasattr(model, "input_shape") else load_alignment(model)
     pipeline = FacePipeline(detector=detector, model=keras_model, select="central", alignment=alignment)
     train = prepare_face_crops(data_folders, pipeline, people, cache_dir, detector)
@@ -400,7 +403,8 @@ def finetune_face_model(
         held = prepare_face_crops(eval_folders, pipeline, eval_people, cache_dir, detector)
         overlap = sorted(set(held.paths) & set(train.paths))
         if overlap:
-            raise DatasetError(f"the evaluation images must not be training images; {len(overlap)} are both, e.g. {overlap[0]}")
+            raise DatasetError(
+                f"the evaluation images must not be training images; {len(overlap)} are both, e.g. {overlap[0]}")
         evaluation = {"data": {"folders": [str(f) for f in eval_folders], **held.summary()},
                       "before": all_pairs_figures(embed(keras_model, held.crops), held.labels)}
 
@@ -428,9 +432,11 @@ def finetune_face_model(
     keras_model.save(path)
     card = _card(keras_model, path, source_name, source_card, pipeline, train, data_folders, frozen, evaluation, {
         "trainable_stages": trainable_stages, "steps": epochs * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-        "epochs": epochs, "p": p_used, "k": k, "learning_rate": learning_rate, "schedule": "cosine decay (AdamW, weight decay 1e-4)",
+        "epochs": epochs, "p": p_used, "k": k, "learning_rate": learning_rate,
+        "schedule": "cosine decay (AdamW, weight decay 1e-4)",
         "loss": f"TripletLoss(margin={margin}, mining={mining!r}, distance='squared_euclidean')",
-        "augmentation": augment, "seed": seed, "detector": str(detector or os.environ.get("KERASCNN_DETECTOR_MODEL") or "haar"),
+        "augmentation": augment, "seed": seed,
+        "detector": str(detector or os.environ.get("KERASCNN_DETECTOR_MODEL") or "haar"),
     }, {"seconds_this_call": round(seconds, 1), "epochs_this_call": len(history.epoch), "loss_per_epoch": losses})
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return FinetuneResult(keras_model, path, card)
@@ -440,7 +446,8 @@ def _card(model, path, source_name, source_card, pipeline, train, folders, froze
     card: dict = {
         "model": path.name,
         "parameters": int(model.count_params()),
-        "source_model": {"name": source_name, **{k: source_card[k] for k in ("model", "source", "architecture") if k in source_card}},
+        "source_model": {"name": source_name,
+                         **{k: source_card[k] for k in ("model", "source", "architecture") if k in source_card}},
         "input": source_card.get("input", {"size": list(model.input_shape[1:]), "dtype": "float32", "range": [0, 255],
                                            "color": "RGB"}),
         "output": source_card.get("output", {"embedding_dim": int(model.output_shape[-1]), "metric": "cosine"}),
