@@ -27,6 +27,7 @@ _EXPORTS = {
     "port_weights": "kerascnn.models.weights",
     "layer_table": "kerascnn.inspect",
     "load_face_model": "kerascnn.face.model",
+    "finetune_face_model": "kerascnn.face.finetune",
     "build_embedding_model": "kerascnn.siamese", "TripletLoss": "kerascnn.losses", "evaluate_pairs": "kerascnn.evaluation",
 }
 

@@ -180,6 +180,55 @@ def _train_face(args) -> int:
     return EXIT_OK
 
 
+# --- finetune-face -------------------------------------------------------------------------------
+def _add_finetune_command(sub) -> None:
+    p = sub.add_parser(
+        "finetune-face", help="fine-tune a face model with triplet loss on identity folders",
+        description="Detect and align the faces of DATA/<person>/<image> as at inference, freeze all but the "
+                    "model's top stage(s), fine-tune with semi-hard triplet loss on P x K batches, and write "
+                    "OUT/face_model.keras with its card face_model.json. Run the same command again to resume "
+                    "an interrupted run. With --eval-data, other people are scored (all pairs) before and after.",
+    )
+    p.add_argument("--model", default=None, help="face model: dlib (default), small, or a .keras embedder")
+    p.add_argument("--data", required=True, nargs="+", help="identity folders to train on (<folder>/<person>/<image>)")
+    p.add_argument("--people", nargs="+", default=None, help="train only on these person folders")
+    p.add_argument("--eval-data", nargs="+", default=None, help="identity folders of other people to score")
+    p.add_argument("--eval-people", nargs="+", default=None, help="score only these person folders")
+    p.add_argument("--out", required=True, help="run folder (model, card, checkpoints)")
+    p.add_argument("--detector", default=None, help="haar, yunet or a YuNet .onnx (default: yunet when "
+                                                    "$KERASCNN_DETECTOR_MODEL is set, else haar)")
+    p.add_argument("--steps", type=int, default=300, help="training steps in all (default 300)")
+    p.add_argument("--steps-per-epoch", type=int, default=50, help="steps between checkpoints (default 50)")
+    p.add_argument("--trainable-stages", type=int, default=1, help="top stages trained besides the head (default 1)")
+    p.add_argument("--p", type=int, default=8, help="people per batch (default 8)")
+    p.add_argument("--k", type=int, default=4, help="images per person per batch (default 4)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--margin", type=float, default=0.2, help="triplet margin (default 0.2)")
+    p.add_argument("--mining", default="semi_hard", choices=("semi_hard", "batch_hard", "batch_all"),
+                   help="triplet mining of kerascnn.losses.TripletLoss (default semi_hard)")
+    p.add_argument("--augment", default="face", help="augmentation preset, or none (default face)")
+    p.add_argument("--seed", type=int, default=0, help="seed of batches and augmentation (default 0)")
+    p.add_argument("--cache-dir", default=None, help="cache of aligned crops (default $KERASCNN_CACHE)")
+    p.set_defaults(func=_cmd_finetune_face)
+
+
+def _cmd_finetune_face(args) -> int:
+    import json
+
+    from kerascnn.face.finetune import finetune_face_model
+
+    result = finetune_face_model(
+        args.model, args.data, args.out, people=args.people, detector=args.detector,
+        trainable_stages=args.trainable_stages, steps=args.steps, steps_per_epoch=args.steps_per_epoch,
+        p=args.p, k=args.k, learning_rate=args.lr, margin=args.margin, mining=args.mining,
+        augment=None if args.augment == "none" else args.augment, seed=args.seed,
+        eval_folders=args.eval_data, eval_people=args.eval_people, cache_dir=args.cache_dir, verbose=2,
+    )
+    print(json.dumps({k: result.card[k] for k in ("data", "settings", "evaluation") if k in result.card}, indent=2))
+    print(f"wrote {result.path} and its card {result.path.with_suffix('.json')}; use it with --model {result.path}")
+    return EXIT_OK
+
+
 # --- faces: verify, identify, calibrate, evaluate, demo ------------------------------------
 def _add_face_commands(sub) -> None:
     face = argparse.ArgumentParser(add_help=False)
@@ -749,6 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_training_commands(sub)
     _add_face_model_commands(sub)
+    _add_finetune_command(sub)
     _add_gallery_commands(sub)
     _add_face_commands(sub)
     for command in sub.choices.values():  # also after the command; SUPPRESS keeps a --verbose given before it
