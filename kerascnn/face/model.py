@@ -198,6 +198,25 @@ def load_calibration(model_path: str | os.PathLike | None = None) -> dict:
     return _check_calibration(card["calibration"], str(card_path(model_path)))
 
 
+def update_card(model_path: str | os.PathLike, entries: dict) -> Path:
+    """Set ``entries`` in the card beside a model (created when missing), keeping the rest; the
+    card is replaced atomically.
+
+    Returns:
+        The card's path.
+
+    Raises:
+        FaceModelError: an existing card that is not valid JSON.
+    """
+    card = card_path(model_path)
+    data = load_face_model_card(model_path) if card.is_file() else {"model": Path(model_path).name}
+    data.update(entries)
+    tmp = card.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, card)
+    return card
+
+
 def save_calibration(model_path: str | os.PathLike, calibration: dict) -> Path:
     """Store a calibration in the card beside ``model_path`` (created when missing).
 
@@ -213,14 +232,8 @@ def save_calibration(model_path: str | os.PathLike, calibration: dict) -> Path:
     Raises:
         FaceModelError: a malformed calibration, or an existing card that is not valid JSON.
     """
-    card = card_path(model_path)
-    _check_calibration(calibration, str(card))
-    data = load_face_model_card(model_path) if card.is_file() else {"model": Path(model_path).name}
-    data["calibration"] = dict(calibration)
-    tmp = card.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, card)
-    return card
+    _check_calibration(calibration, str(card_path(model_path)))
+    return update_card(model_path, {"calibration": dict(calibration)})
 
 
 # --- the default model: dlib's network, converted ---------------------------------------------
@@ -272,10 +285,7 @@ def convert_dlib_model(out: str | os.PathLike, dat: str | os.PathLike | None = N
     tmp = out.with_name(out.name + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, out)
-    card_file = out.with_suffix(".json")
-    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
-    card.update({"model": out.name, "parameters": int(model.count_params()), **DLIB_CARD})
-    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    update_card(out, {"model": out.name, "parameters": int(model.count_params()), **DLIB_CARD})
     return out
 
 
@@ -312,12 +322,7 @@ def save_open_set_calibration(model_path: str | os.PathLike, calibration: dict) 
     if not isinstance(calibration.get("operating_points"), list):
         raise FaceModelError(f"{card}: an open-set calibration needs operating_points")
     _check_calibration({"threshold": 0.0, **calibration}, str(card))
-    data = load_face_model_card(model_path) if card.is_file() else {"model": Path(model_path).name}
-    data["open_set_calibration"] = dict(calibration)
-    tmp = card.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, card)
-    return card
+    return update_card(model_path, {"open_set_calibration": dict(calibration)})
 
 
 # --- the architecture ---------------------------------------------------------------------
