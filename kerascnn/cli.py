@@ -1,7 +1,9 @@
 """The ``kerascnn`` command.
 
 Exit codes: 0 success (or a match), 1 a decision of "no match" / "not recognized",
-2 an error (bad input, missing file, gallery problem...), with a one-line message on stderr.
+2 an error (bad argument, bad input, missing file, gallery problem, or any unexpected failure), with
+a one-line message on stderr (``--verbose`` adds the traceback; with ``--json`` the error is one JSON
+object ``{"error": ..., "type": ...}`` on stdout).
 
 Each group of subcommands is added by one function below; handlers import the library lazily
 so that ``kerascnn --help`` answers at once.
@@ -116,6 +118,27 @@ def _add_training_commands(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -191,7 +214,7 @@ def _add_face_commands(sub) -> None:
     decide.add_argument("--metric", choices=("cosine", "euclidean"),
                         help="scale of --threshold (default: the calibration's, else cosine)")
     decide.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
-    decide.add_argument("--timeout", type=float, default=10.0, metavar="S", help="gallery lock wait (default 10)")
+    decide.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="gallery lock wait (default 10)")
 
     p = sub.add_parser("verify", parents=[face, decide], help="1:1: is the face in IMG the enrolled NAME?",
                        description="Exit code 0: match, 1: no match, 2: error.")
@@ -204,7 +227,7 @@ def _add_face_commands(sub) -> None:
     p = sub.add_parser("identify", parents=[face, decide], help="1:N: who, among the enrolled, is the face in IMG?",
                        description="Exit code 0: recognized, 1: not recognized, 2: error.")
     p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates to show (default 5)")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="candidates to show (default 5)")
     p.set_defaults(func=_cmd_identify)
 
     pairs = argparse.ArgumentParser(add_help=False)
@@ -237,9 +260,9 @@ def _add_face_commands(sub) -> None:
                                    "verifies and identifies held-back photos of them and of people not enrolled.")
     p.add_argument("--data", default="../shared/data", metavar="DIR", help="folder holding orl/ (default ../shared/data)")
     p.add_argument("--gallery", metavar="G.db", help="the fresh gallery to create (default: a temporary file)")
-    p.add_argument("--people", type=int, default=8, help="people to enroll (default 8)")
-    p.add_argument("--enroll-images", type=int, default=5, help="images enrolled per person (default 5)")
-    p.add_argument("--strangers", type=int, default=4, help="people not enrolled to probe with (default 4)")
+    p.add_argument("--people", type=_positive_int, default=8, help="people to enroll (default 8)")
+    p.add_argument("--enroll-images", type=_positive_int, default=5, help="images enrolled per person (default 5)")
+    p.add_argument("--strangers", type=_count, default=4, help="people not enrolled to probe with (default 4)")
     p.add_argument("--threshold", type=float, metavar="T", help="decision threshold (default: the calibration)")
     p.add_argument("--metric", choices=("cosine", "euclidean"), help="scale of --threshold")
     p.set_defaults(func=_cmd_demo)
@@ -468,7 +491,7 @@ def _add_gallery_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    common.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    common.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                         help="seconds to wait for another process's write lock (default 10)")
 
     p = sub.add_parser("enroll", parents=[common], help="enroll a person's photos, or a whole identity/image folder",
@@ -598,6 +621,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_face_model_commands(sub)
     _add_gallery_commands(sub)
     _add_face_commands(sub)
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
+    for command in sub.choices.values():  # also accepted after the command
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of an error")
     return parser
 
 
@@ -608,23 +635,46 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Every error exits 2 with one line on stderr, ``kerascnn CMD: error: ...`` (a traceback only with
+    ``--verbose``); with ``--json`` the error is printed on stdout as ``{"error": ..., "type": ...}``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
-    from kerascnn.errors import KerasCNNError
-
     try:
         return int(args.func(args) or EXIT_OK)
-    except (KerasCNNError, FileNotFoundError, PermissionError) as exc:
-        print(f"kerascnn {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error is exit 2, never the "no match" of 1
+        return _report_error(args, exc)
 
+
+def _report_error(args, exc: Exception) -> int:
+    """Print ``exc`` as one line (or JSON with ``--json``; with the traceback under ``--verbose``); returns 2."""
+    import json
+    import traceback
+
+    from kerascnn.errors import KerasCNNError
+
+    if isinstance(exc, KerasCNNError):
+        message = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:  # "IsADirectoryError: [Errno 21] ..." -> "x: Is a directory"
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    message = " ".join(message.split()) or type(exc).__name__
+    if getattr(args, "verbose", False):
+        traceback.print_exception(exc, file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "type": type(exc).__name__}))
+    else:
+        print(f"kerascnn {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 if __name__ == "__main__":
     sys.exit(main())

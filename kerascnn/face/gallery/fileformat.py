@@ -43,6 +43,8 @@ def write_export(path: Path, header: dict, records: list[dict]) -> None:
             ``source`` (hex sha256 or None), ``created``.
     """
     kind = check_extension(path)
+    if path.is_dir():
+        raise GalleryInputError(f"cannot export to {path}: it is a directory; give a file name ending in {kind}")
     with _atomic_file(path) as tmp:
         if kind == ".json":
             data = dict(header, templates=[{**r, "embedding": r["embedding"].tolist()} for r in records])
