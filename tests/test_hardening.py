@@ -92,3 +92,122 @@ def test_export_onto_a_directory_is_a_clear_error(capsys, gallery_path, tmp_path
     code, out, err = run(capsys, "export", "--gallery", gallery_path, tmp_path / "out.json")
     assert code == EXIT_ERROR
     assert len(err.strip().splitlines()) == 1 and "is a directory" in err, err
+
+
+# --- image files: regular files only, pixel cap from the header, EXIF orientation -------------------
+def test_directory_and_symlink_loop_as_images_are_clear_errors(capsys, gallery_path, tmp_path):
+    from kerascnn.data.folders import read_image
+    from kerascnn.errors import ImageReadError
+
+    (tmp_path / "x.jpg").mkdir()
+    with pytest.raises(ImageReadError, match=r"x\.jpg: it is a directory"):
+        read_image(tmp_path / "x.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    with pytest.raises(ImageReadError, match="loop.jpg: Too many levels of symbolic links"):
+        read_image(tmp_path / "loop.jpg")
+
+
+def test_fifo_and_device_are_refused_at_once(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    result = python(  # in a child: a regression hangs there (killed by the timeout), not here
+        "from kerascnn.data.folders import read_image\n"
+        f"for path in ({str(fifo)!r}, '/dev/zero'):\n"
+        "    try:\n        read_image(path)\n    except Exception as e:\n        print(type(e).__name__, e)\n",
+        timeout=30)
+    lines = result.stdout.strip().splitlines()
+    assert lines == [f"ImageReadError cannot read image file {fifo}: it is a FIFO (named pipe), not a regular file",
+                     "ImageReadError cannot read image file /dev/zero: it is a device, not a regular file"], result
+
+
+def _tiff_header(width: int, height: int) -> bytes:
+    """A little-endian TIFF of ``width x height`` 8-bit RGB whose one strip holds 64 zero bytes."""
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 2),
+               (273, 4, 8 + 2 + 12 * 10 + 4), (277, 3, 3), (278, 4, height), (279, 4, 64), (284, 3, 1)]
+    ifd = len(entries).to_bytes(2, "little") + b"".join(
+        tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + (1).to_bytes(4, "little")
+        + value.to_bytes(4, "little") for tag, kind, value in entries) + b"\0\0\0\0"
+    return b"II*\x00" + (8).to_bytes(4, "little") + ifd + bytes(64)
+
+
+def _jpeg_with_comments(width: int, height: int, comment_bytes: int) -> bytes:
+    """A small real JPEG whose size marker says ``width x height``, after ``comment_bytes`` of COM segments."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (120, 80, 40)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    sof = data.index(b"\xff\xc0")
+    data = data[:sof + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[sof + 9:]
+    segment = b"\xff\xfe" + (65535).to_bytes(2, "big") + b"c" * 65533
+    return data[:2] + segment * (comment_bytes // len(segment) + 1) + data[2:]
+
+
+MEMORY_LIMITED = """
+import resource, sys
+from kerascnn.data.folders import read_image
+vm = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 300 * 2**20, resource.RLIM_INFINITY))  # 300 MB more
+for path in sys.argv[1:]:
+    try:
+        read_image(path)
+        print('read', path)
+    except Exception as e:
+        print(type(e).__name__, str(e)[:200])
+"""
+
+
+def test_bombs_of_any_format_are_refused_from_the_header_under_a_memory_limit(tmp_path):
+    tiff, jpeg, junk = tmp_path / "bomb.tif", tmp_path / "bomb.jpg", tmp_path / "junk.png"
+    tiff.write_bytes(_tiff_header(30000, 30000))
+    jpeg.write_bytes(_jpeg_with_comments(12000, 12000, comment_bytes=200_000))
+    junk.write_bytes(b"not an image at all" * 10)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", MEMORY_LIMITED, str(tiff), str(jpeg), str(junk)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3, result
+    assert lines[0].startswith("ImageTooLargeError") and ("30000x30000" in lines[0] or "900000000" in lines[0]), lines
+    assert lines[1].startswith("ImageTooLargeError") and "12000x12000" in lines[1], lines
+    assert lines[2].startswith("ImageReadError") and "dimensions cannot be read" in lines[2], lines
+
+
+def test_jpeg_with_comments_under_the_cap_still_reads(tmp_path):
+    from kerascnn.data.folders import read_image
+
+    path = tmp_path / "ok.jpg"
+    path.write_bytes(_jpeg_with_comments(16, 16, comment_bytes=100_000))
+    image = read_image(path)
+    assert image.shape == (16, 16, 3) and abs(int(image[8, 8, 0]) - 120) < 6
+
+
+def test_sixteen_bit_images_are_scaled_like_the_float_reference(tmp_path):
+    import cv2
+
+    from kerascnn.data.folders import read_image
+
+    values = np.random.default_rng(1).integers(0, 65536, size=(9, 7), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), values)
+    expected = np.round(values / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(tmp_path / "g16.png", channels=1)[:, :, 0], expected)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image, ImageOps
+
+    from kerascnn.data.folders import read_image
+
+    pixels = np.zeros((32, 64, 3), np.uint8)  # wide, left half white: rotated it is tall
+    pixels[:, :32] = 255
+    pixels[:8, :, 1] = 128
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(pixels).save(path, "JPEG", exif=exif, quality=95)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert expected.shape == (64, 32, 3)
+    image = read_image(path)
+    assert image.shape == expected.shape
+    assert np.abs(image.astype(int) - expected).mean() < 3
