@@ -304,7 +304,7 @@ def test_bad_embeddings_rejected_nothing_written(gallery, rng, bad, message):
 
 @pytest.mark.parametrize("name", ["", "   ", "a\nb", "x" * 257, 42, None])
 def test_bad_names(gallery, rng, name):
-    with pytest.raises(GalleryInputError, match="identity name must be"):
+    with pytest.raises(GalleryInputError, match="identity name"):
         gallery.enroll(name, unit(rng, 1))
     assert gallery.identities() == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +212,55 @@ def test_exif_orientation_is_applied(tmp_path):
     image = read_image(path)
     assert image.shape == expected.shape
     assert np.abs(image.astype(int) - expected).mean() < 3
+
+
+# --- names ------------------------------------------------------------------------------------
+def _unit(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 4))
+
+
+def test_names_are_one_identity_in_nfc_and_nfd(tmp_path):
+    nfc, nfd = "Ren\u00e9", "Rene\u0301"
+    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+        g.enroll(nfc, _unit(1, 0))
+        g.enroll(nfd, _unit(1, 1))
+        assert [(i.name, i.templates) for i in g.identities()] == [(nfc, 2)]
+        assert nfd in g and g.templates(nfd).shape == (2, 4)
+        g.rename(nfd, "Zoe\u0308")  # an NFD new name is stored in NFC
+        assert [i.name for i in g.identities()] == ["Zo\u00eb"]
+        assert g.remove("Zoe\u0308") == 2 and g.identities() == []
+
+
+@pytest.mark.parametrize("name, code_point", [
+    ("eve\u202egnp.exe", "U+202E"),   # right-to-left override (Cf)
+    ("zero\u200bwidth", "U+200B"),    # zero-width space (Cf)
+    ("c1\u0085ctl", "U+0085"),        # C1 control: next line (Cc)
+    ("tab\there", "U+0009"),          # C0 control (Cc)
+])
+def test_control_and_format_characters_are_refused_with_their_code_point(tmp_path, name, code_point):
+    from kerascnn.errors import GalleryInputError
+
+    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+        with pytest.raises(GalleryInputError, match=re.escape(code_point)):
+            g.enroll(name, _unit(1))
+        g.enroll("alice", _unit(1))
+        with pytest.raises(GalleryInputError, match=re.escape(code_point)):
+            g.rename("alice", name)
+        with pytest.raises(GalleryInputError, match=re.escape(code_point)):
+            g.remove(name)
+        assert [i.name for i in g.identities()] == ["alice"]
+
+
+def test_empty_name_has_its_own_message(capsys, gallery_path):
+    code, out, err = run(capsys, "remove", "--gallery", gallery_path, "")
+    assert code == EXIT_ERROR and "identity name is empty" in err, err
+
+
+def test_verify_finds_an_nfd_claim(tmp_path):
+    from kerascnn.face.verify import verify
+
+    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+        templates = _unit(2)
+        g.enroll("Ren\u00e9", templates)
+        result = verify(g, "Rene\u0301", templates[0].astype(np.float32), 0.5)
+    assert result.match and result.score == pytest.approx(1.0, abs=1e-5)

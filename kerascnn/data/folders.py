@@ -126,10 +126,13 @@ def _header_size(f, path: str) -> tuple[int, int]:
                 width, height = image.size
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image {path} is too large: {exc}") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    except UnidentifiedImageError as exc:
         raise ImageReadError(
-            f"cannot read image {path}: its dimensions cannot be read from the header "
-            f"(not an image, truncated, or an unsupported format: {exc})"
+            f"cannot decode {path}: not an image of a supported format (its dimensions cannot be read from its header)"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(
+            f"cannot decode {path}: its dimensions cannot be read from its header (truncated or corrupt: {exc})"
         ) from exc
     if width <= 0 or height <= 0:
         raise ImageReadError(f"cannot read image {path}: its header gives {width}x{height} pixels")

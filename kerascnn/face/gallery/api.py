@@ -270,6 +270,7 @@ class Gallery:
 
     def enrolled_sources(self, name: str) -> set[str]:
         """The source image hashes already enrolled for ``name`` (empty if not enrolled)."""
+        name = check_name(name)
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT t.source_sha256 FROM templates t JOIN identities i ON i.id = t.identity_id "
@@ -374,7 +375,9 @@ class Gallery:
             return int(conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
+        try:
+            name = check_name(name)
+        except GalleryInputError:
             return False
         with self._reading() as conn:
             return conn.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone() is not None
@@ -420,8 +423,8 @@ class Gallery:
             conn.execute("UPDATE identities SET name = ? WHERE id = ?", (new, identity_id))
 
     def _identity_id(self, conn: Connection, name: str) -> int:
-        row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone() \
-            if isinstance(name, str) else None
+        name = check_name(name)  # NFC: the form names are stored in
+        row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise UnknownIdentityError(f"{name!r} is not enrolled in gallery {self.location}")
         return row[0]
