@@ -519,6 +519,7 @@ def _add_gallery_commands(sub) -> None:
     p.set_defaults(func=_cmd_rename)
     p = sub.add_parser("export", parents=[common], help="write the gallery to a portable .json or .npz file")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists (never the gallery itself)")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("import", parents=[common], help="add the identities of an exported .json or .npz file")
     p.add_argument("file", metavar="FILE")
@@ -592,7 +593,7 @@ def _cmd_export(args) -> int:
     from kerascnn.face.gallery import Gallery
 
     with Gallery(args.gallery, create=False, read_only=True, timeout=args.timeout) as gallery:
-        count = gallery.export(args.file)
+        count = gallery.export(args.file, overwrite=args.force)
     _print(args, {"exported": args.file, "templates": count}, f"exported {count} templates to {args.file}")
     return EXIT_OK
 

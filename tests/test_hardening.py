@@ -264,3 +264,129 @@ def test_verify_finds_an_nfd_claim(tmp_path):
         g.enroll("Ren\u00e9", templates)
         result = verify(g, "Rene\u0301", templates[0].astype(np.float32), 0.5)
     assert result.match and result.score == pytest.approx(1.0, abs=1e-5)
+
+
+# --- export and import ----------------------------------------------------------------------------
+def test_export_never_overwrites_the_gallery_and_needs_force(capsys, tmp_path):
+    path = tmp_path / "g.json"  # a gallery whose name looks like an export
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", _unit(2))
+    for target in (path, tmp_path / "." / "g.json"):
+        code, out, err = run(capsys, "export", "--gallery", path, target, "--force")
+        assert code == EXIT_ERROR and "onto itself" in err, err
+    with Gallery(path, create=False) as g:
+        assert [(i.name, i.templates) for i in g.identities()] == [("alice", 2)]
+    out_file = tmp_path / "out.npz"
+    out_file.write_bytes(b"precious")
+    code, out, err = run(capsys, "export", "--gallery", path, out_file)
+    assert code == EXIT_ERROR and "already exists: pass --force" in err, err
+    assert out_file.read_bytes() == b"precious"
+    code, out, err = run(capsys, "export", "--gallery", path, out_file, "--force")
+    assert code == 0 and np.load(out_file)["embeddings"].shape == (2, 4)
+
+
+def _export(tmp_path, name="e.json", n=2) -> Path:
+    source = tmp_path / f"source-{name}.db"
+    with Gallery(source, IDENTITY) as g:
+        g.enroll("alice", _unit(n))
+        g.export(tmp_path / name)
+    return tmp_path / name
+
+
+def _assert_refused(path, error, pattern):
+    with Gallery(path.parent / f"target-{path.name}.db", IDENTITY) as g:
+        with pytest.raises(error, match=pattern):
+            g.import_(path)
+        assert len(g) == 0 and g.identities() == []
+
+
+def test_import_refuses_a_null_model_identity(tmp_path):
+    from kerascnn.errors import GalleryCorruptError
+
+    path = _export(tmp_path)
+    data = json.loads(path.read_text())
+    data["model_identity"] = None
+    path.write_text(json.dumps(data))
+    _assert_refused(path, GalleryCorruptError, "names no model identity")
+
+
+@pytest.mark.parametrize("column", ["names", "sources", "created", "identity_created"])
+def test_import_refuses_npz_columns_shorter_than_the_templates(tmp_path, column):
+    from kerascnn.errors import GalleryCorruptError
+
+    path = _export(tmp_path, "e.npz", n=3)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays[column] = arrays[column][:2]
+    np.savez(path, **arrays)
+    _assert_refused(path, GalleryCorruptError, rf"{column} has shape \(2,\), expected \(3,\)")
+
+
+@pytest.mark.parametrize("embedding, what", [([0.5, 0.5, 0.5], "ragged"), (["a", "b", "c", "d"], "text"),
+                                             ([True, 0.0, 1.0, 0.0], "booleans")])
+def test_import_refuses_ragged_or_non_numeric_json(tmp_path, embedding, what):
+    from kerascnn.errors import GalleryCorruptError
+
+    path = _export(tmp_path)
+    data = json.loads(path.read_text())
+    data["templates"][1]["embedding"] = embedding
+    path.write_text(json.dumps(data))
+    _assert_refused(path, GalleryCorruptError, "template 1 of 'alice' is not 4 numbers")
+
+
+def test_import_caps_json_size_and_template_count(tmp_path, monkeypatch):
+    from kerascnn.errors import GalleryInputError
+    from kerascnn.face.gallery import fileformat
+
+    path = _export(tmp_path, n=3)
+    monkeypatch.setattr(fileformat, "MAX_JSON_BYTES", path.stat().st_size - 1)
+    _assert_refused(path, GalleryInputError, "above the import cap .* export the gallery as .npz")
+    monkeypatch.undo()
+    monkeypatch.setattr(fileformat, "MAX_TEMPLATES", 2)
+    _assert_refused(path, GalleryInputError, "holds 3 templates, above the import cap of 2")
+    npz = _export(tmp_path, "e.npz", n=3)
+    _assert_refused(npz, GalleryInputError, "holds 3 templates, above the import cap of 2")
+
+
+NPZ_BOMB = """
+import resource, sys
+from pathlib import Path
+from kerascnn.face.gallery import Gallery
+vm = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + 500 * 2**20, resource.RLIM_INFINITY))  # 500 MB more
+identity = {"name": "fake", "input_size": [16, 16, 3], "embedding_dim": 1024, "weights_sha256": "0" * 64}
+with Gallery(Path(sys.argv[1]).with_suffix(".db"), identity) as g:
+    try:
+        g.import_(sys.argv[1])
+        print("imported")
+    except BaseException as e:
+        print(type(e).__name__, str(e)[:300])
+"""
+
+
+def test_npz_member_shapes_are_checked_from_their_headers_under_a_memory_limit(tmp_path):
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    identity = dict(IDENTITY, embedding_dim=1024)
+    n = 500_000  # 500000 x 1024 float32: 2 GB from a few hundred bytes
+    meta = {"format": "kerascnn-gallery", "version": 1, "model_identity": identity, "embedding_dim": 1024,
+            "created": "t", "empty_identities": []}
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in [("metadata", np.array(json.dumps(meta))), ("names", np.array(["a"] * 3)),
+                           ("identity_created", np.array(["t"] * 3)), ("sources", np.array([""] * 3)),
+                           ("created", np.array(["t"] * 3))]:
+            buffer = io.BytesIO()
+            np.save(buffer, value)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+        buffer = io.BytesIO()
+        npy.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": (n, 1024)})
+        archive.writestr("embeddings.npy", buffer.getvalue() + bytes(4096))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", NPZ_BOMB, str(path)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.stdout.startswith("GalleryInputError"), result
+    assert "above the import cap" in result.stdout, result.stdout

@@ -456,21 +456,32 @@ class Gallery:
         }
         return header, records
 
-    def export(self, path: str | os.PathLike) -> int:
+    def export(self, path: str | os.PathLike, overwrite: bool = False) -> int:
         """Write the whole gallery to a portable file (no pickle), atomically, owner-only.
 
         ``.json``: one JSON object (metadata, and per template its name, embedding as a list of
         floats, source hash, creation time). ``.npz``: arrays ``names``, ``embeddings`` (float32),
         ``sources``, ``created``, ``identity_created`` and a JSON string ``metadata``.
 
+        Args:
+            path: the ``.json`` or ``.npz`` file to write.
+            overwrite: replace an existing file (never the gallery's own file).
+
         Returns:
             The number of templates written.
 
         Raises:
-            GalleryInputError: the extension is neither ``.json`` nor ``.npz``.
+            GalleryInputError: the extension is neither ``.json`` nor ``.npz``; ``path`` is the
+                gallery itself, a directory, or an existing file without ``overwrite``.
         """
         path = Path(path)
         check_extension(path)
+        if os.path.lexists(path):
+            if not is_url(self.path) and os.path.exists(path) and os.path.samefile(path, self.path):
+                raise GalleryInputError(f"cannot export gallery {self.location} onto itself: give another file name")
+            if not path.is_dir() and not overwrite:
+                raise GalleryInputError(f"export file {path} already exists: pass --force (overwrite=True) to "
+                                        "replace it")
         header, records = self._records()
         write_export(path, header, records)
         return len(records)
