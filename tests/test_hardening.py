@@ -390,3 +390,41 @@ def test_npz_member_shapes_are_checked_from_their_headers_under_a_memory_limit(t
                             timeout=60, env=env)
     assert result.stdout.startswith("GalleryInputError"), result
     assert "above the import cap" in result.stdout, result.stdout
+
+
+# --- damaged galleries --------------------------------------------------------------------------
+def test_nan_templates_are_refused_when_loaded(tmp_path):
+    import sqlite3
+
+    from kerascnn.errors import GalleryCorruptError
+
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", _unit(1, 0))
+        g.enroll("bob", _unit(1, 1))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE templates SET embedding = ? WHERE identity_id = (SELECT id FROM identities "
+                     "WHERE name = 'bob')", (np.full(4, np.nan, "<f4").tobytes(),))
+    conn.close()
+    with Gallery(path, IDENTITY, create=False) as g:
+        with pytest.raises(GalleryCorruptError, match="templates of 'bob' hold NaN"):
+            g.search(_unit(1, 1).astype(np.float32), k=2)
+        with pytest.raises(GalleryCorruptError, match="NaN or infinity"):
+            g.templates("bob")
+
+
+def test_enroll_refuses_a_gallery_with_damaged_pages(tmp_path):
+    from kerascnn.errors import GalleryCorruptError
+
+    path = tmp_path / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        for i in range(300):
+            g.enroll(f"person{i}", _unit(1, i))
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) >= 6 * page
+    data[4 * page:5 * page] = b"\xff" * page  # one page of the tables, overwritten
+    path.write_bytes(bytes(data))
+    with Gallery(path, IDENTITY, create=False) as g:
+        with pytest.raises(GalleryCorruptError, match="quick_check"):
+            g.enroll("new", _unit(1, 999))

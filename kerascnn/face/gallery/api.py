@@ -616,7 +616,7 @@ class Gallery:
                         f"ON t.identity_id = i.id WHERE i.id IN ({', '.join('?' * len(part))})", part,
                     ).fetchall()
         rows.sort(key=lambda r: (r[0], r[1]))
-        matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        matrix = _checked_matrix(rows, dim, self.location)
         owners = np.array([r[0] for r in rows], np.int64)
         cache.replace(generation, touched or (), owners, {r[0]: r[2] for r in rows},
                       _unit(matrix) if rows else matrix)
@@ -671,6 +671,24 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def _checked_matrix(rows: list, dim: int, location: str) -> np.ndarray:
+    """The ``(n, dim)`` templates of ``(identity id, template id, name, blob)`` rows; GalleryCorruptError
+    when a blob has not ``dim`` values or a template is not finite or is all zeros (never searched silently)."""
+    bad = sorted({r[2] for r in rows if len(r[3]) != 4 * dim})
+    if bad:
+        raise GalleryCorruptError(f"gallery {location} is damaged: templates of {', '.join(map(repr, bad[:5]))} do "
+                                  f"not hold {dim} values; remove and re-enroll them")
+    matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim)
+    broken = ~np.isfinite(matrix).all(axis=1)
+    broken[~broken] = ~np.any(matrix[~broken] != 0, axis=1)
+    if broken.any():
+        names = sorted({rows[i][2] for i in np.flatnonzero(broken)})
+        raise GalleryCorruptError(
+            f"gallery {location} is damaged: {int(broken.sum())} templates of {', '.join(map(repr, names[:5]))} "
+            "hold NaN, infinity or only zeros; remove and re-enroll them (kerascnn remove)")
+    return matrix
+
+
 def _identity_id_or_add(conn: Connection, name: str, created: str) -> int:
     """The id of identity ``name``, added (created ``created``) if it is not enrolled (writers are
     serialized, so no other transaction adds it meanwhile)."""

@@ -180,6 +180,9 @@ def from_blob(blob: bytes, dim: int) -> np.ndarray:
     vector = np.frombuffer(blob, dtype="<f4")
     if dim and vector.size != dim:
         raise GalleryCorruptError(f"a template holds {vector.size} values, the gallery's dimension is {dim}")
+    if not np.isfinite(vector).all():
+        raise GalleryCorruptError("a stored template holds NaN or infinity (a damaged gallery): remove and "
+                                  "re-enroll its identity")
     return vector.astype(np.float32)
 
 

@@ -54,6 +54,7 @@ class SQLiteStore(GalleryStore):
         self.location = str(self.path)
         self.timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
+        self._checked = False  # quick_check passed (done before the first write)
         if create and not read_only:
             self._create_file()
         if not self.path.exists():
@@ -118,12 +119,24 @@ class SQLiteStore(GalleryStore):
         with self._errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if not self._checked:  # never write into damaged pages: check once, under the write lock
+                    self._quick_check(conn)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
+        """GalleryCorruptError unless SQLite's ``PRAGMA quick_check`` finds the file sound."""
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise GalleryCorruptError(
+                f"gallery {self.location} is damaged (SQLite quick_check: {'; '.join(problems)[:300]}); nothing was "
+                "written: export what can be read, or restore a backup"
+            )
+        self._checked = True
 
     def close(self) -> None:
         if self._conn is not None:
