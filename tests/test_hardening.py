@@ -428,3 +428,27 @@ def test_enroll_refuses_a_gallery_with_damaged_pages(tmp_path):
     with Gallery(path, IDENTITY, create=False) as g:
         with pytest.raises(GalleryCorruptError, match="quick_check"):
             g.enroll("new", _unit(1, 999))
+
+
+# --- gallery files are ours ------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", [0o666, 0o644, 0o620])
+def test_gallery_readable_or_writable_by_others_is_refused(capsys, gallery_path, mode):
+    from kerascnn.errors import GalleryPermissionError
+
+    os.chmod(gallery_path, mode)
+    with pytest.raises(GalleryPermissionError, match=rf"mode 0{mode:o}\): run `chmod 600 "):
+        Gallery(gallery_path, IDENTITY, create=False)
+    code, out, err = run(capsys, "list", "--gallery", gallery_path)
+    assert code == EXIT_ERROR and "chmod 600" in err
+
+
+def test_planted_empty_file_of_another_user_is_not_adopted(tmp_path, monkeypatch):
+    from kerascnn.errors import GalleryPermissionError
+
+    path = tmp_path / "g.db"
+    path.touch()
+    os.chmod(path, 0o600)
+    monkeypatch.setattr(os, "geteuid", lambda: path.stat().st_uid + 1)  # as seen by another user
+    with pytest.raises(GalleryPermissionError, match="owned by another user"):
+        Gallery(path, IDENTITY)
+    assert path.stat().st_size == 0  # left untouched
