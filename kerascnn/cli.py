@@ -497,7 +497,9 @@ def _add_gallery_commands(sub) -> None:
     p = sub.add_parser("enroll", parents=[common], help="enroll a person's photos, or a whole identity/image folder",
                        description="Enroll NAME from IMG... (every image must give a face, else nothing is "
                                    "enrolled), or every person of an identity/image --folder (images without a "
-                                   "usable face are reported and skipped). Images already enrolled are skipped.")
+                                   "usable face or unreadable, and sub-folders whose name is not a valid name, "
+                                   "are reported and skipped; exit 2 only when nothing at all was enrolled). "
+                                   "Images already enrolled are skipped.")
     p.add_argument("name", nargs="?", metavar="NAME", help="the person's name")
     p.add_argument("images", nargs="*", metavar="IMG", help="photos of that person")
     p.add_argument("--folder", metavar="DIR", help="enroll every DIR/<name>/<image> instead")
@@ -552,7 +554,14 @@ def _cmd_enroll(args) -> int:
     lines = [f"skipped {path}: {error}" for path, error in report.failures]
     lines.append(f"enrolled {len(report.enrolled)} identities, {report.templates} templates into {args.gallery}"
                  + (f" ({report.skipped} images already enrolled)" if report.skipped else ""))
-    _print(args, {"gallery": args.gallery, **report.to_dict()}, "\n".join(lines))
+    nothing = args.folder and report.templates == 0 and report.skipped == 0 and report.failures
+    if nothing:  # every item failed: an error, not a success
+        lines.append(f"nothing enrolled: all {len(report.failures)} items of {args.folder} failed")
+    _print(args, {"gallery": args.gallery, **report.to_dict(), "nothing_enrolled": bool(nothing)}, "\n".join(lines))
+    if nothing:
+        print(f"kerascnn enroll: error: nothing enrolled from {args.folder}: all {len(report.failures)} items "
+              "failed (see above)", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

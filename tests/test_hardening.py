@@ -452,3 +452,69 @@ def test_planted_empty_file_of_another_user_is_not_adopted(tmp_path, monkeypatch
     with pytest.raises(GalleryPermissionError, match="owned by another user"):
         Gallery(path, IDENTITY)
     assert path.stat().st_size == 0  # left untouched
+
+
+# --- folder enrollment: bad items are skipped and reported ------------------------------------------
+class _FakePipeline:
+    """A face pipeline without TensorFlow: the embedding of an image is derived from its bytes;
+    files starting with b"bad" give no face."""
+
+    def __init__(self, *args, **kwargs):
+        from types import SimpleNamespace
+
+        self.model = SimpleNamespace(name="fake", weights=[], inputs=None, input_shape=(None, 16, 16, 3),
+                                     outputs=[SimpleNamespace(shape=(None, 4))])
+
+    def embed_images(self, paths, progress=False, strict=False):
+        from types import SimpleNamespace
+
+        from kerascnn.errors import NoFaceError
+
+        results, rows = [], []
+        for i, path in enumerate(paths):
+            data = Path(path).read_bytes()
+            if data.startswith(b"bad"):
+                if strict:
+                    raise NoFaceError(f"no face found in {path}")
+                results.append(SimpleNamespace(index=i, ok=False, error=NoFaceError(f"no face found in {path}")))
+                rows.append(np.full(4, np.nan, np.float32))
+            else:
+                results.append(SimpleNamespace(index=i, ok=True, error=None))
+                rows.append(np.frombuffer(data[:16].ljust(16, b"x"), np.uint8)[:4].astype(np.float32) + 1)
+        return SimpleNamespace(results=results, embeddings=np.stack(rows))
+
+
+def _folder(tmp_path, people: dict) -> Path:
+    root = tmp_path / "faces"
+    for name, files in people.items():
+        (root / name).mkdir(parents=True)
+        for i, content in enumerate(files):
+            (root / name / f"{i}.jpg").write_bytes(content)
+    return root
+
+
+def test_folder_enrollment_skips_bad_names_and_images(tmp_path):
+    root = _folder(tmp_path, {"alice": [b"good-a1", b"good-a2"], "bad\u202ename": [b"good-x"],
+                              "carol": [b"bad image"]})
+    with Gallery(tmp_path / "g.db") as g:
+        report = g.enroll_folder(root, _FakePipeline(), progress=False)
+        assert report.enrolled == {"alice": 2}
+        assert [i.name for i in g.identities()] == ["alice"]
+    failures = dict(report.failures)
+    assert "U+202E" in failures[str(root / "bad\u202ename")]
+    assert "no face found" in failures[str(root / "carol" / "0.jpg")]
+
+
+def test_folder_enrollment_exits_2_only_when_nothing_was_enrolled(capsys, tmp_path, monkeypatch):
+    import kerascnn.face.pipeline
+
+    monkeypatch.setattr(kerascnn.face.pipeline, "FacePipeline", _FakePipeline)
+    bad = _folder(tmp_path / "bad", {"carol": [b"bad image"], "dave\u0007": [b"good"]})
+    code, out, err = run(capsys, "enroll", "--gallery", tmp_path / "g.db", "--folder", bad, "--json")
+    assert code == EXIT_ERROR and "nothing enrolled" in err
+    assert json.loads(out)["nothing_enrolled"] is True and len(json.loads(out)["failures"]) == 2
+    good = _folder(tmp_path / "good", {"carol": [b"bad image"], "erin": [b"good-e"]})
+    code, out, err = run(capsys, "enroll", "--gallery", tmp_path / "g.db", "--folder", good)
+    assert code == 0 and "enrolled 1 identities, 1 templates" in out and "skipped" in out
+    code, out, err = run(capsys, "enroll", "--gallery", tmp_path / "g.db", "--folder", good)
+    assert code == 0 and "1 images already enrolled" in out  # a rerun is not a failure

@@ -25,6 +25,7 @@ from kerascnn.errors import (
     GalleryLockedError,
     GalleryModelMismatchError,
     GalleryNotFoundError,
+    ImageReadError,
     UnknownIdentityError,
 )
 from kerascnn.face.gallery.fileformat import EXPORT_FORMAT, EXPORT_VERSION, check_extension, read_export, write_export
@@ -306,12 +307,20 @@ class Gallery:
         self._check_model(identity)
         report = EnrollReport()
         paths = [os.fspath(p) for p in paths]
-        digests = [f"sha256:{sha256_file(p)}" for p in paths]
+        digests: list[str | None] = []
+        for path in paths:
+            try:
+                digests.append(f"sha256:{sha256_file(path)}")
+            except OSError as exc:  # unreadable: the image reader says why (strict), or it is skipped
+                if strict:
+                    raise ImageReadError(f"cannot read image file {path}: {exc.strerror or exc}") from exc
+                digests.append(None)
+                report.failures.append((path, f"cannot read image file {path}: {exc.strerror or exc}"))
         known = self.enrolled_sources(name)
-        todo = [i for i, d in enumerate(digests) if d[7:] not in known]
-        report.skipped = len(paths) - len(todo)
+        todo = [i for i, d in enumerate(digests) if d is not None and d[7:] not in known]
+        report.skipped = sum(d is not None for d in digests) - len(todo)
         embeddings, errors = _embed(pipeline, [paths[i] for i in todo], progress, strict)
-        report.failures = [(paths[i], error) for i, error in zip(todo, errors) if error is not None]
+        report.failures += [(paths[i], error) for i, error in zip(todo, errors) if error is not None]
         ok = [j for j, error in enumerate(errors) if error is None]
         if ok:
             report.enrolled[name] = self.enroll(
@@ -324,7 +333,8 @@ class Gallery:
 
         A process killed mid-way keeps every identity committed before; running it again skips
         the images already enrolled (by source hash) and completes the rest. Images without a
-        usable face are reported in ``failures`` and skipped.
+        usable face or that cannot be read, and sub-folders whose name is not a valid identity
+        name, are reported in ``failures`` and skipped.
 
         Args:
             folder: one sub-folder per person, holding that person's images.
@@ -350,6 +360,12 @@ class Gallery:
             for label, name in enumerate(dataset.class_names):
                 paths = [p for p, y in zip(dataset.paths, dataset.labels) if y == label]
                 bar.set_postfix_str(name, refresh=False)
+                try:
+                    check_name(name)
+                except GalleryInputError as exc:  # a folder name that cannot be an identity: skip it
+                    report.failures.append((str(Path(folder) / name), f"not enrolled: {exc}"))
+                    bar.update(len(paths))
+                    continue
                 part = self.enroll_images(name, paths, pipeline, strict=False)
                 report.enrolled.update(part.enrolled)
                 report.skipped += part.skipped
