@@ -309,7 +309,7 @@ def _cmd_verify(args) -> int:
     word = "MATCH" if result.match else "NO MATCH"
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)")
+           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)" + _faces_note(face, "largest"))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
 
@@ -324,9 +324,18 @@ def _cmd_identify(args) -> int:
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
             else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
                  f"threshold {threshold:.4f})")
-    lines = [head] + [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)]
+    lines = [head + _faces_note(face, "largest")]
+    lines += [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)]
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()}, "\n".join(lines))
     return EXIT_OK if result.recognized else EXIT_NO_MATCH
+
+
+def _faces_note(face, select: str) -> str:
+    """``""``, or which face of a photo with several was used (appended to the result line)."""
+    if not face.faces_found or face.faces_found < 2:
+        return ""
+    x, y, w, h = (round(v) for v in face.box)
+    return f"\n  note: {face.faces_found} faces found, used the {select} (box x={x} y={y} w={w} h={h})"
 
 
 def _pair_embeddings(args):

@@ -518,3 +518,21 @@ def test_folder_enrollment_exits_2_only_when_nothing_was_enrolled(capsys, tmp_pa
     assert code == 0 and "enrolled 1 identities, 1 templates" in out and "skipped" in out
     code, out, err = run(capsys, "enroll", "--gallery", tmp_path / "g.db", "--folder", good)
     assert code == 0 and "1 images already enrolled" in out  # a rerun is not a failure
+
+
+# --- photos with several faces ------------------------------------------------------------------
+def test_several_faces_are_counted_and_the_used_box_reported(lfw_dir):
+    from _face_helpers import tiny_embedder, two_faces
+
+    from kerascnn.cli import _faces_note
+    from kerascnn.face.pipeline import FacePipeline
+
+    image, _, _ = two_faces(lfw_dir)
+    boxes = [(310, 60, 140, 140, 0.9), (10, 20, 220, 220, 0.8), (600, 100, 30, 30, 0.5)]
+    pipeline = FacePipeline(detector=lambda rgb: boxes, model=tiny_embedder(32))
+    _, face = pipeline.embed_one(image)
+    data = face.to_dict()
+    assert data["faces_found"] == 3 and tuple(face.box) == (10, 20, 220, 220)  # the largest
+    assert _faces_note(face, "largest") == "\n  note: 3 faces found, used the largest (box x=10 y=20 w=220 h=220)"
+    _, single = FacePipeline(detector=lambda rgb: boxes[:1], model=pipeline.model).embed_one(image)
+    assert single.to_dict()["faces_found"] == 1 and _faces_note(single, "largest") == ""

@@ -26,8 +26,8 @@ def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX
     """Read an image file as a ``uint8`` array in RGB order, upright.
 
     Only regular files are read (a directory, FIFO or device such as ``/dev/zero`` is refused before
-    any byte is read). The width and height are read from the file's header (Pillow's lazy open,
-    no decoding) and the image is refused when they exceed ``max_pixels`` or cannot be determined,
+    any byte is read). The width and height are read from the file's header (a PNG/JPEG scan of
+    the first 64 KiB, then Pillow's lazy open, no decoding) and the image is refused when they exceed ``max_pixels`` or cannot be determined,
     so a decompression bomb of any accepted format never reaches the decoder. The EXIF orientation
     tag is applied (a phone photo stored sideways comes out upright). Grey images become 3 channels
     when ``channels=3``; 4-channel images lose their alpha; 16-bit images are scaled to 8 bits.
@@ -49,7 +49,11 @@ def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = os.fspath(path)
     with _open_regular_file(path) as f:
-        width, height = _header_size(f, path)
+        quick = _image_size_from_header(np.frombuffer(f.read(65536), dtype=np.uint8))  # PNG/JPEG, even truncated
+        f.seek(0)
+        height, width = quick if quick is not None else (0, 0)
+        if width * height <= max_pixels:
+            width, height = _header_size(f, path)
         if width * height > max_pixels:
             raise ImageTooLargeError(
                 f"image {path} is {width}x{height} pixels, above the cap of {max_pixels:,} pixels"
@@ -137,6 +141,27 @@ def _header_size(f, path: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise ImageReadError(f"cannot read image {path}: its header gives {width}x{height} pixels")
     return int(width), int(height)
+
+
+def _image_size_from_header(data: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) from a PNG or JPEG header without decoding, or None if unknown."""
+    b = data[:65536].tobytes()
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
+        return int.from_bytes(b[20:24], "big"), int.from_bytes(b[16:20], "big")
+    if b[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(b):
+            if b[i] != 0xFF:
+                i += 1
+                continue
+            marker = b[i + 1]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                return int.from_bytes(b[i + 5:i + 7], "big"), int.from_bytes(b[i + 7:i + 9], "big")
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            i += 2 + int.from_bytes(b[i + 2:i + 4], "big")
+    return None
 
 
 @dataclass
