@@ -536,3 +536,20 @@ def test_several_faces_are_counted_and_the_used_box_reported(lfw_dir):
     assert _faces_note(face, "largest") == "\n  note: 3 faces found, used the largest (box x=10 y=20 w=220 h=220)"
     _, single = FacePipeline(detector=lambda rgb: boxes[:1], model=pipeline.model).embed_one(image)
     assert single.to_dict()["faces_found"] == 1 and _faces_note(single, "largest") == ""
+
+
+def test_gallery_in_a_read_only_folder_is_searched_without_creating_files(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "g.db"
+    with Gallery(path, IDENTITY) as g:
+        g.enroll("alice", _unit(1, 0))
+        g.enroll("bob", _unit(1, 1))
+    assert sorted(p.name for p in folder.iterdir()) == ["g.db"]  # checkpointed on close
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder and mode == os.W_OK
+                        else real_access(p, mode))  # the folder as a non-root user would see it (0555)
+    with Gallery(path, IDENTITY, create=False, read_only=True) as g:
+        names, _ = g.search(_unit(1, 1).astype(np.float32), k=1)
+        assert names[0, 0] == "bob"
+    assert sorted(p.name for p in folder.iterdir()) == ["g.db"]  # no -shm/-wal needed

@@ -72,6 +72,13 @@ class SQLiteStore(GalleryStore):
         _check_magic(self.path)
         if self.read_only:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            if not os.access(self.path.parent, os.W_OK):  # SQLite could not create the -shm file there
+                wal = Path(f"{self.path}-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise GalleryLockedError(
+                        f"gallery {self.path} is in a read-only folder and has writes not yet checkpointed "
+                        f"({wal.name}): copy the gallery (with {wal.name}) to a writable folder to search it")
+                uri += "&immutable=1"  # nothing else can be writing: read the file as it is, no -shm needed
             self._conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
         else:
             self._conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
