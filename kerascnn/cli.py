@@ -219,14 +219,19 @@ def _add_face_commands(sub) -> None:
     p = sub.add_parser("verify", parents=[face, decide], help="1:1: is the face in IMG the enrolled NAME?",
                        description="Exit code 0: match, 1: no match, 2: error.")
     p.add_argument("name", metavar="NAME", help="the claimed identity")
-    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face, see --select)")
+    p.add_argument("--select", choices=("largest", "central"), default="largest",
+                   help="which face of a photo with several (default largest; the text and JSON say how many "
+                        "faces were found and which box was used)")
     p.add_argument("--reduce", choices=("best", "mean"), default="best",
                    help="compare with the closest template (best, default) or the mean template")
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("identify", parents=[face, decide], help="1:N: who, among the enrolled, is the face in IMG?",
                        description="Exit code 0: recognized, 1: not recognized, 2: error.")
-    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face, see --select)")
+    p.add_argument("--select", choices=("largest", "central"), default="largest",
+                   help="which face of a photo with several (default largest)")
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="candidates to show (default 5)")
     p.set_defaults(func=_cmd_identify)
 
@@ -302,14 +307,14 @@ def _cmd_verify(args) -> int:
     from kerascnn.face.verify import verify
 
     threshold, metric = _decision_threshold(args)
-    pipeline = _face_pipeline(args)
+    pipeline = _face_pipeline(args, select=args.select)
     with _open_for_search(args, pipeline) as gallery:
         probe, face = pipeline.embed_one(args.image)
         result = verify(gallery, args.name, probe, threshold, metric, reduce=args.reduce)
     word = "MATCH" if result.match else "NO MATCH"
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)" + _faces_note(face, "largest"))
+           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)" + _faces_note(face, args.select))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
 
@@ -317,14 +322,14 @@ def _cmd_identify(args) -> int:
     from kerascnn.face.verify import identify
 
     threshold, metric = _decision_threshold(args)
-    pipeline = _face_pipeline(args)
+    pipeline = _face_pipeline(args, select=args.select)
     with _open_for_search(args, pipeline) as gallery:
         probe, face = pipeline.embed_one(args.image)
         result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
             else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
                  f"threshold {threshold:.4f})")
-    lines = [head + _faces_note(face, "largest")]
+    lines = [head + _faces_note(face, args.select)]
     lines += [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)]
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()}, "\n".join(lines))
     return EXIT_OK if result.recognized else EXIT_NO_MATCH

@@ -553,3 +553,33 @@ def test_gallery_in_a_read_only_folder_is_searched_without_creating_files(tmp_pa
         names, _ = g.search(_unit(1, 1).astype(np.float32), k=1)
         assert names[0, 0] == "bob"
     assert sorted(p.name for p in folder.iterdir()) == ["g.db"]  # no -shm/-wal needed
+
+
+def test_verify_select_central_reaches_the_pipeline_and_is_reported(capsys, tmp_path, monkeypatch):
+    import kerascnn.face.pipeline
+    from kerascnn.face.detect import Detection
+    from kerascnn.face.gallery import model_identity
+    from kerascnn.face.pipeline import FaceResult
+
+    chosen = {}
+
+    class Pipeline(_FakePipeline):
+        def __init__(self, detector=None, model=None, select="largest", single=False):
+            super().__init__()
+            chosen["select"] = select
+
+        def embed_one(self, image):
+            face = FaceResult(0, str(image), alignment="box", detection=Detection((5, 6, 30, 40)), faces_found=2)
+            return np.ones(4, np.float32) / 2, face
+
+    monkeypatch.setattr(kerascnn.face.pipeline, "FacePipeline", Pipeline)
+    path = tmp_path / "g.db"
+    with Gallery(path, model_identity(Pipeline().model)) as g:
+        g.enroll("alice", np.ones((1, 4)))
+    code, out, err = run(capsys, "verify", "--gallery", path, "alice", "probe.jpg", "--threshold", "0.5",
+                         "--select", "central")
+    assert code == 0 and chosen["select"] == "central", err
+    assert out.strip().endswith("note: 2 faces found, used the central (box x=5 y=6 w=30 h=40)")
+    code, out, err = run(capsys, "verify", "--gallery", path, "alice", "probe.jpg", "--threshold", "0.5", "--json")
+    face = json.loads(out)["face"]
+    assert chosen["select"] == "largest" and face["faces_found"] == 2 and face["box"] == [5, 6, 30, 40]
