@@ -622,8 +622,12 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    from kerascnn.face.gallery import open_gallery
+    from pathlib import Path
 
+    from kerascnn.face.gallery import open_gallery
+    from kerascnn.face.gallery.fileformat import read_export
+
+    read_export(Path(args.file))  # a bad file is refused before a new gallery is created for it
     with open_gallery(args.gallery, timeout=args.timeout) as gallery:
         count = gallery.import_(args.file)
     _print(args, {"imported": args.file, "templates": count}, f"imported {count} templates into {args.gallery}")

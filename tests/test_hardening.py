@@ -583,3 +583,17 @@ def test_verify_select_central_reaches_the_pipeline_and_is_reported(capsys, tmp_
     code, out, err = run(capsys, "verify", "--gallery", path, "alice", "probe.jpg", "--threshold", "0.5", "--json")
     face = json.loads(out)["face"]
     assert chosen["select"] == "largest" and face["faces_found"] == 2 and face["box"] == [5, 6, 30, 40]
+
+
+def test_a_new_gallery_keeps_what_was_committed_when_the_enrollment_dies(tmp_path):
+    from kerascnn.face.gallery import open_gallery
+
+    path = tmp_path / "new.db"
+    with pytest.raises(KeyboardInterrupt):
+        with open_gallery(path, IDENTITY) as g:
+            g.enroll("alice", _unit(1, 0))
+            g.enroll("bob", _unit(1, 1))
+            raise KeyboardInterrupt  # killed in the middle of a folder
+    with Gallery(path, IDENTITY, create=False) as g:
+        assert [i.name for i in g.identities()] == ["alice", "bob"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]  # no temporary file left

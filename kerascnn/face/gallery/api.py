@@ -648,13 +648,15 @@ class Gallery:
 @contextlib.contextmanager
 def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, create: bool = True,
                  **kwargs: Any) -> Iterator[Gallery]:
-    """A :class:`Gallery` for a ``with`` block that leaves the file system as it was on error.
+    """A :class:`Gallery` for a ``with`` block, created atomically if it does not exist.
 
     An existing gallery is opened as usual (it only ever changes by committed transactions). A
-    new SQLite gallery is built in a temporary file beside ``path`` and moved into place only when
-    the block succeeds, so a failed first enrollment leaves no gallery behind, and a gallery that
-    another process created meanwhile gets this one's templates merged into it. A gallery in a
-    database server (a URL) is opened as usual: its database exists already.
+    new SQLite gallery is first built empty (schema and model identity) in a temporary file beside
+    ``path`` and linked into place (atomic: a gallery that another process created meanwhile is
+    used instead), then opened: so ``path`` never holds a half-made file, and a process killed in
+    the middle of enrolling a folder keeps every identity it committed, as with an existing
+    gallery (a rerun skips them). A failed first enrollment leaves the empty gallery. A gallery in
+    a database server (a URL) is opened as usual: its database exists already.
 
     Args:
         path, model_identity, create, kwargs: as for :class:`Gallery`.
@@ -662,25 +664,24 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
     Yields:
         The open gallery (closed on leaving the block).
     """
-    if is_url(path) or Path(path).exists() or not create:
-        with Gallery(path, model_identity, create=create, **kwargs) as gallery:
-            yield gallery
-        return
-    path = Path(path)
+    if not is_url(path) and not Path(path).exists() and create:
+        _create_atomically(Path(path), model_identity, kwargs.get("timeout", 10.0))
+    with Gallery(path, model_identity, create=create, **kwargs) as gallery:
+        yield gallery
+
+
+def _create_atomically(path: Path, model_identity: dict | None, timeout: float) -> None:
+    """An empty gallery at ``path``, built in a temporary file and linked into place (unless one appeared)."""
     if not path.parent.is_dir():
         raise GalleryNotFoundError(f"cannot create gallery {path}: its folder does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent)
     os.close(fd)
     try:
-        with Gallery(tmp, model_identity, **kwargs) as gallery:
-            gallery.path = path  # messages name the file the user asked for
-            gallery._store.location = str(path)
-            yield gallery
+        Gallery(tmp, model_identity, timeout=timeout).close()  # the last connection checkpoints the WAL
         try:
-            os.link(tmp, path)  # atomic: fails if the gallery appeared meanwhile
+            os.link(tmp, path)  # atomic, and never replaces a gallery that appeared meanwhile
         except FileExistsError:
-            with Gallery(tmp, create=False) as built, Gallery(path, create=False, **kwargs) as existing:
-                existing._import_records(*built._records(), source=str(path))
+            pass
     finally:
         for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
             Path(leftover).unlink(missing_ok=True)
