@@ -597,3 +597,17 @@ def test_a_new_gallery_keeps_what_was_committed_when_the_enrollment_dies(tmp_pat
     with Gallery(path, IDENTITY, create=False) as g:
         assert [i.name for i in g.identities()] == ["alice", "bob"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]  # no temporary file left
+
+
+def test_stale_temporary_files_of_a_killed_creation_are_removed(tmp_path):
+    from kerascnn.face.gallery import open_gallery
+
+    stale, fresh = tmp_path / ".new.db.abc123.creating", tmp_path / ".new.db.def456.creating"
+    for leftover in (stale, Path(f"{stale}-wal"), fresh):
+        leftover.write_bytes(b"")
+    old = os.stat(stale).st_mtime - 3600
+    os.utime(stale, (old, old))
+    os.utime(f"{stale}-wal", (old, old))
+    with open_gallery(tmp_path / "new.db", IDENTITY) as g:
+        g.enroll("alice", _unit(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "new.db"]  # a fresh one may be another's

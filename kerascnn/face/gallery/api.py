@@ -9,10 +9,12 @@ through the file format (:mod:`kerascnn.face.gallery.fileformat`).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -670,10 +672,17 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
         yield gallery
 
 
+STALE_SECONDS = 600  # a temporary file of gallery creation older than this was left by a killed process
+
+
 def _create_atomically(path: Path, model_identity: dict | None, timeout: float) -> None:
     """An empty gallery at ``path``, built in a temporary file and linked into place (unless one appeared)."""
     if not path.parent.is_dir():
         raise GalleryNotFoundError(f"cannot create gallery {path}: its folder does not exist")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.creating*"):  # left by a process killed here
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent)
     os.close(fd)
     try:
