@@ -1,7 +1,9 @@
 """The ``kerascnn`` command.
 
 Exit codes: 0 success (or a match), 1 a decision of "no match" / "not recognized",
-2 an error (bad input, missing file, gallery problem...), with a one-line message on stderr.
+2 an error (bad argument, bad input, missing file, gallery problem, or any unexpected failure), with
+a one-line message on stderr (``--verbose`` adds the traceback; with ``--json`` the error is one JSON
+object ``{"error": ..., "type": ...}`` on stdout).
 
 Each group of subcommands is added by one function below; handlers import the library lazily
 so that ``kerascnn --help`` answers at once.
@@ -120,6 +122,27 @@ def _add_training_commands(sub) -> None:
                    help="dtype policy (auto: mixed_float16 on recent GPUs, float32 on CPU)")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
     p.set_defaults(func=_cmd_train)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -246,12 +269,15 @@ def _add_face_commands(sub) -> None:
     decide.add_argument("--metric", choices=("cosine", "euclidean"),
                         help="scale of --threshold (default: the calibration's, else cosine)")
     decide.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
-    decide.add_argument("--timeout", type=float, default=10.0, metavar="S", help="gallery lock wait (default 10)")
+    decide.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="gallery lock wait (default 10)")
 
     p = sub.add_parser("verify", parents=[face, decide], help="1:1: is the face in IMG the enrolled NAME?",
                        description="Exit code 0: match, 1: no match, 2: error.")
     p.add_argument("name", metavar="NAME", help="the claimed identity")
-    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face, see --select)")
+    p.add_argument("--select", choices=("largest", "central"), default="largest",
+                   help="which face of a photo with several (default largest; the text and JSON say how many "
+                        "faces were found and which box was used)")
     p.add_argument("--reduce", choices=("best", "mean"), default="best",
                    help="compare with the closest template (best, default) or the mean template")
     p.set_defaults(func=_cmd_verify)
@@ -260,10 +286,12 @@ def _add_face_commands(sub) -> None:
                        description="The threshold is the model's 1:N operating point for the gallery's size and "
                                    "--fpir (from 'kerascnn calibrate --open-set'), unless --threshold is given. "
                                    "Exit code 0: recognized, 1: not recognized, 2: error.")
-    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face)")
+    p.add_argument("image", metavar="IMG", help="the probe photo (its largest face, see --select)")
+    p.add_argument("--select", choices=("largest", "central"), default="largest",
+                   help="which face of a photo with several (default largest)")
     p.add_argument("--fpir", type=float, metavar="F",
                    help="target false-positive identification rate (default 0.01): picks the calibrated threshold")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="candidates to show (default 5)")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="candidates to show (default 5)")
     p.set_defaults(func=_cmd_identify)
 
     pairs = _pairs_parent(required=True)
@@ -305,9 +333,9 @@ def _add_face_commands(sub) -> None:
                                    "verifies and identifies held-back photos of them and of people not enrolled.")
     p.add_argument("--data", default="../shared/data", metavar="DIR", help="folder holding orl/ (default ../shared/data)")
     p.add_argument("--gallery", metavar="G.db", help="the fresh gallery to create (default: a temporary file)")
-    p.add_argument("--people", type=int, default=8, help="people to enroll (default 8)")
-    p.add_argument("--enroll-images", type=int, default=5, help="images enrolled per person (default 5)")
-    p.add_argument("--strangers", type=int, default=4, help="people not enrolled to probe with (default 4)")
+    p.add_argument("--people", type=_positive_int, default=8, help="people to enroll (default 8)")
+    p.add_argument("--enroll-images", type=_positive_int, default=5, help="images enrolled per person (default 5)")
+    p.add_argument("--strangers", type=_count, default=4, help="people not enrolled to probe with (default 4)")
     p.add_argument("--threshold", type=float, metavar="T",
                    help="decision threshold of verify and identify (default: the model's 1:1 and 1:N calibrations)")
     p.add_argument("--metric", choices=("cosine", "euclidean"), help="scale of --threshold")
@@ -393,21 +421,21 @@ def _cmd_verify(args) -> int:
     from kerascnn.face.verify import verify
 
     threshold, metric = _decision_threshold(args)
-    pipeline = _face_pipeline(args)
+    pipeline = _face_pipeline(args, select=args.select)
     with _open_for_search(args, pipeline) as gallery:
         probe, face = pipeline.embed_one(args.image)
         result = verify(gallery, args.name, probe, threshold, metric, reduce=args.reduce)
     word = "MATCH" if result.match else "NO MATCH"
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)")
+           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)" + _faces_note(face, args.select))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
 
 def _cmd_identify(args) -> int:
     from kerascnn.face.verify import identify
 
-    pipeline = _face_pipeline(args)
+    pipeline = _face_pipeline(args, select=args.select)
     with _open_for_search(args, pipeline) as gallery:
         size = len(gallery.identities())
         if size == 0:
@@ -420,10 +448,19 @@ def _cmd_identify(args) -> int:
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
             else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
                  f"threshold {threshold:.4f})")
-    lines = [head] + [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)] + [described]
+    lines = [head + _faces_note(face, args.select)]
+    lines += [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)] + [described]
     _print(args, {"image": args.image, **result.to_dict(), "operating_point": point, "face": face.to_dict()},
            "\n".join(lines))
     return EXIT_OK if result.recognized else EXIT_NO_MATCH
+
+
+def _faces_note(face, select: str) -> str:
+    """``""``, or which face of a photo with several was used (appended to the result line)."""
+    if not face.faces_found or face.faces_found < 2:
+        return ""
+    x, y, w, h = (round(v) for v in face.box)
+    return f"\n  note: {face.faces_found} faces found, used the {select} (box x={x} y={y} w={w} h={h})"
 
 
 def _pair_embeddings(args):
@@ -669,13 +706,15 @@ def _add_gallery_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    common.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    common.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                         help="seconds to wait for another process's write lock (default 10)")
 
     p = sub.add_parser("enroll", parents=[common], help="enroll a person's photos, or a whole identity/image folder",
                        description="Enroll NAME from IMG... (every image must give a face, else nothing is "
                                    "enrolled), or every person of an identity/image --folder (images without a "
-                                   "usable face are reported and skipped). Images already enrolled are skipped.")
+                                   "usable face or unreadable, and sub-folders whose name is not a valid name, "
+                                   "are reported and skipped; exit 2 only when nothing at all was enrolled). "
+                                   "Images already enrolled are skipped.")
     p.add_argument("name", nargs="?", metavar="NAME", help="the person's name")
     p.add_argument("images", nargs="*", metavar="IMG", help="photos of that person")
     p.add_argument("--folder", metavar="DIR", help="enroll every DIR/<name>/<image> instead")
@@ -697,6 +736,7 @@ def _add_gallery_commands(sub) -> None:
     p.set_defaults(func=_cmd_rename)
     p = sub.add_parser("export", parents=[common], help="write the gallery to a portable .json or .npz file")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists (never the gallery itself)")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("import", parents=[common], help="add the identities of an exported .json or .npz file")
     p.add_argument("file", metavar="FILE")
@@ -729,7 +769,14 @@ def _cmd_enroll(args) -> int:
     lines = [f"skipped {path}: {error}" for path, error in report.failures]
     lines.append(f"enrolled {len(report.enrolled)} identities, {report.templates} templates into {args.gallery}"
                  + (f" ({report.skipped} images already enrolled)" if report.skipped else ""))
-    _print(args, {"gallery": args.gallery, **report.to_dict()}, "\n".join(lines))
+    nothing = args.folder and report.templates == 0 and report.skipped == 0 and report.failures
+    if nothing:  # every item failed: an error, not a success
+        lines.append(f"nothing enrolled: all {len(report.failures)} items of {args.folder} failed")
+    _print(args, {"gallery": args.gallery, **report.to_dict(), "nothing_enrolled": bool(nothing)}, "\n".join(lines))
+    if nothing:
+        print(f"kerascnn enroll: error: nothing enrolled from {args.folder}: all {len(report.failures)} items "
+              "failed (see above)", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -770,14 +817,18 @@ def _cmd_export(args) -> int:
     from kerascnn.face.gallery import Gallery
 
     with Gallery(args.gallery, create=False, read_only=True, timeout=args.timeout) as gallery:
-        count = gallery.export(args.file)
+        count = gallery.export(args.file, overwrite=args.force)
     _print(args, {"exported": args.file, "templates": count}, f"exported {count} templates to {args.file}")
     return EXIT_OK
 
 
 def _cmd_import(args) -> int:
-    from kerascnn.face.gallery import open_gallery
+    from pathlib import Path
 
+    from kerascnn.face.gallery import open_gallery
+    from kerascnn.face.gallery.fileformat import read_export
+
+    read_export(Path(args.file))  # a bad file is refused before a new gallery is created for it
     with open_gallery(args.gallery, timeout=args.timeout) as gallery:
         count = gallery.import_(args.file)
     _print(args, {"imported": args.file, "templates": count}, f"imported {count} templates into {args.gallery}")
@@ -793,7 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's and CUDA's own log messages")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's and CUDA's log messages and the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_model_commands(sub)
     _add_training_commands(sub)
@@ -803,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_face_commands(sub)
     for command in sub.choices.values():  # also after the command; SUPPRESS keeps a --verbose given before it
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                             help="show TensorFlow's and CUDA's own log messages")
+                             help="show TensorFlow's and CUDA's log messages and the traceback of an error")
     return parser
 
 
@@ -879,25 +931,48 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Every error exits 2 with one line on stderr, ``kerascnn CMD: error: ...`` (a traceback only with
+    ``--verbose``); with ``--json`` the error is printed on stdout as ``{"error": ..., "type": ...}``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
-    from kerascnn.errors import KerasCNNError
-
     try:
         if not args.verbose:
             _quiet_framework()
         return int(args.func(args) or EXIT_OK)
-    except (KerasCNNError, FileNotFoundError, PermissionError) as exc:
-        print(f"kerascnn {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error is exit 2, never the "no match" of 1
+        return _report_error(args, exc)
 
+
+def _report_error(args, exc: Exception) -> int:
+    """Print ``exc`` as one line (or JSON with ``--json``; with the traceback under ``--verbose``); returns 2."""
+    import json
+    import traceback
+
+    from kerascnn.errors import KerasCNNError
+
+    if isinstance(exc, KerasCNNError):
+        message = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:  # "IsADirectoryError: [Errno 21] ..." -> "x: Is a directory"
+        message = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    message = " ".join(message.split()) or type(exc).__name__
+    if getattr(args, "verbose", False):
+        traceback.print_exception(exc, file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "type": type(exc).__name__}))
+    else:
+        print(f"kerascnn {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -94,6 +94,11 @@ class GalleryLockedError(GalleryError, OSError):
     """A gallery file that is locked by another process or is read-only."""
 
 
+class GalleryPermissionError(GalleryError, PermissionError):
+    """A gallery file owned by another user, or readable or writable by group or others (the
+    message says how to fix the permissions)."""
+
+
 class GalleryConnectionError(GalleryError, ConnectionError):
     """A gallery database server that cannot be reached, refuses the credentials, or went away
     in the middle of a transaction (rolled back, unless the connection broke during its commit)."""

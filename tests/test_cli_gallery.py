@@ -202,9 +202,11 @@ def test_enroll_images_and_folder(capsys, tmp_path, lfw_dir, tiny_models):
                        "--model", tiny_models[1])
     assert_one_line_error(code, err, "enroll", "differs in weights_sha256")
     assert snapshot(gallery) == before
-    # a failed first enrollment leaves no gallery file
+    # a failed first enrollment leaves an empty gallery (created first, so a killed enrollment keeps its commits)
     code, _, err = run(capsys, "enroll", "--gallery", tmp_path / "new.db", "x", junk, "--model", tiny_models[0])
-    assert code == EXIT_ERROR and not (tmp_path / "new.db").exists()
+    assert code == EXIT_ERROR
+    with Gallery(tmp_path / "new.db", create=False) as new:
+        assert len(new) == 0 and new.identities() == []
 
     # the whole folder: already enrolled images skipped, the bad file reported
     folder = tmp_path / "faces"

@@ -8,6 +8,8 @@ holding that class's images: ``../shared/data/lfw/images/<Name>/<Name>_0001.jpg`
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +23,14 @@ MAX_PIXELS = 40_000_000  # about 40 megapixels: larger files are refused (decomp
 
 
 def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as a ``uint8`` array in RGB order.
+    """Read an image file as a ``uint8`` array in RGB order, upright.
 
-    Grey images become 3 channels when ``channels=3``; 4-channel images lose their alpha.
+    Only regular files are read (a directory, FIFO or device such as ``/dev/zero`` is refused before
+    any byte is read). The width and height are read from the file's header (a PNG/JPEG scan of
+    the first 64 KiB, then Pillow's lazy open, no decoding) and the image is refused when they exceed ``max_pixels`` or cannot be determined,
+    so a decompression bomb of any accepted format never reaches the decoder. The EXIF orientation
+    tag is applied (a phone photo stored sideways comes out upright). Grey images become 3 channels
+    when ``channels=3``; 4-channel images lose their alpha; 16-bit images are scaled to 8 bits.
 
     Args:
         path: image file (JPEG, PNG, PGM, BMP, WebP, TIFF).
@@ -34,24 +41,27 @@ def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX
         ``uint8`` array ``(height, width, channels)``.
 
     Raises:
-        ImageReadError: the file is missing, empty, truncated or not an image (names the file).
+        ImageReadError: the file is missing, not a regular file, empty, truncated, not an image,
+            or of dimensions that cannot be read from its header (names the file).
         ImageTooLargeError: the image has more than ``max_pixels`` pixels.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = os.fspath(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ImageReadError(f"cannot read image file {path}: {exc.strerror or exc}") from exc
-    if data.size == 0:
-        raise ImageReadError(f"cannot read image file {path}: the file is empty")
-    header = _image_size_from_header(data)
-    if header is not None and header[0] * header[1] > max_pixels:
-        raise ImageTooLargeError(
-            f"image {path} is {header[1]}x{header[0]} pixels, above the cap of {max_pixels:,} pixels"
-        )
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    with _open_regular_file(path) as f:
+        quick = _image_size_from_header(np.frombuffer(f.read(65536), dtype=np.uint8))  # PNG/JPEG, even truncated
+        f.seek(0)
+        height, width = quick if quick is not None else (0, 0)
+        if width * height <= max_pixels:
+            width, height = _header_size(f, path)
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image {path} is {width}x{height} pixels, above the cap of {max_pixels:,} pixels"
+            )
+        f.seek(0)
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    # not IMREAD_UNCHANGED: that flag ignores the EXIF orientation; these keep 16 bits and grey
+    image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
         raise ImageReadError(f"cannot decode {path}: not an image, or a truncated/corrupt file")
     if image.shape[0] * image.shape[1] > max_pixels:
@@ -59,8 +69,8 @@ def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX
             f"image {path} is {image.shape[1]}x{image.shape[0]} pixels, above the cap of "
             f"{max_pixels:,} pixels"
         )
-    if image.dtype != np.uint8:  # 16-bit PNG/TIFF
-        image = (image / (np.iinfo(image.dtype).max / 255.0)).round().astype(np.uint8)
+    if image.dtype != np.uint8:  # 16-bit PNG/TIFF: scaled and rounded in one pass, no float copy
+        image = cv2.convertScaleAbs(image, alpha=255.0 / np.iinfo(image.dtype).max)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] == 4:
@@ -72,6 +82,65 @@ def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX
     elif channels == 1 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None]
     return np.ascontiguousarray(image)
+
+
+def _open_regular_file(path: str):
+    """``path`` opened for reading in binary; ImageReadError unless it is a non-empty regular file.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO or a device is refused
+    at once (and a file swapped after a check cannot slip through).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        reason = "it is a directory" if isinstance(exc, IsADirectoryError) else exc.strerror or str(exc)
+        raise ImageReadError(f"cannot read image file {path}: {reason}") from exc
+    try:
+        mode = os.fstat(fd)
+        if stat.S_ISDIR(mode.st_mode):
+            raise ImageReadError(f"cannot read image file {path}: it is a directory")
+        if not stat.S_ISREG(mode.st_mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode.st_mode) else
+                    "a device" if stat.S_ISCHR(mode.st_mode) or stat.S_ISBLK(mode.st_mode) else
+                    "a socket" if stat.S_ISSOCK(mode.st_mode) else "a special file")
+            raise ImageReadError(f"cannot read image file {path}: it is {kind}, not a regular file")
+        if mode.st_size == 0:
+            raise ImageReadError(f"cannot read image file {path}: the file is empty")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _header_size(f, path: str) -> tuple[int, int]:
+    """(width, height) from the header of the open image file ``f``, without decoding its pixels.
+
+    Pillow's lazy open reads only the header of every format :func:`read_image` accepts.
+
+    Raises:
+        ImageReadError: the dimensions cannot be determined (not an image, or an unknown format).
+        ImageTooLargeError: Pillow's own decompression-bomb guard fired on the header.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap is ours
+            with Image.open(f) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image {path} is too large: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(
+            f"cannot decode {path}: not an image of a supported format (its dimensions cannot be read from its header)"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageReadError(
+            f"cannot decode {path}: its dimensions cannot be read from its header (truncated or corrupt: {exc})"
+        ) from exc
+    if width <= 0 or height <= 0:
+        raise ImageReadError(f"cannot read image {path}: its header gives {width}x{height} pixels")
+    return int(width), int(height)
 
 
 def _image_size_from_header(data: np.ndarray) -> tuple[int, int] | None:

@@ -43,6 +43,8 @@ class FaceResult:
             when ``status == "error"``, else None; :attr:`message` is its text.
         alignment: ``"landmarks"``, ``"eyes"`` or ``"box"`` (see :func:`align_detection`).
         detection: the face's :class:`Detection`, or None.
+        faces_found: how many faces the detector found in the input (the selection kept this
+            one of them), or None when the input failed before detection.
     """
 
     index: int
@@ -51,6 +53,7 @@ class FaceResult:
     error: KerasCNNError | None = None
     alignment: str | None = None
     detection: Detection | None = None
+    faces_found: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,7 +72,7 @@ class FaceResult:
         """A JSON-ready dict."""
         out = {"index": self.index, "source": self.source, "status": self.status}
         if self.ok:
-            out.update(alignment=self.alignment, **self.detection.to_dict())
+            out.update(alignment=self.alignment, faces_found=self.faces_found, **self.detection.to_dict())
         else:
             out.update(error=self.message, error_type=type(self.error).__name__)
         return out
@@ -207,8 +210,14 @@ class FacePipeline:
         Raises:
             NoFaceError, MultipleFacesError: see :func:`select_faces`.
         """
-        faces = select_faces(self.detector(image), image.shape, self.select, source=source, single=self.single)
-        return [(face, *align_detection(image, face, self.image_size, self.alignment)) for face in faces]
+        return self._detect_and_align(image, source)[1]
+
+    def _detect_and_align(self, image: np.ndarray, source: str) -> tuple[int, list[tuple[Detection, np.ndarray, str]]]:
+        """``(faces found, the selected faces as detect_and_align gives them)``."""
+        detections = self.detector(image)
+        faces = select_faces(detections, image.shape, self.select, source=source, single=self.single)
+        return len(detections), [(face, *align_detection(image, face, self.image_size, self.alignment))
+                                 for face in faces]
 
     def _box_crops(self, image: np.ndarray, face: Detection, kind: str) -> list[np.ndarray]:
         """Crops of the face's box scaled by :attr:`box_scales` (none for 5-landmark alignment)."""
@@ -299,12 +308,13 @@ class FacePipeline:
         try:
             array = image if isinstance(image, np.ndarray) else read_image(image, max_pixels=self.max_pixels)
             rgb = as_rgb(array, source)
-            faces = self.detect_and_align(rgb, source)
+            found, faces = self._detect_and_align(rgb, source)
         except KerasCNNError as exc:
             if strict:
                 raise
             return [_Item(FaceResult(index, source, "error", exc))]
-        return [_Item(FaceResult(index, source, alignment=kind, detection=det), crop, self._box_crops(rgb, det, kind))
+        return [_Item(FaceResult(index, source, alignment=kind, detection=det, faces_found=found), crop,
+                      self._box_crops(rgb, det, kind))
                 for det, crop, kind in faces]
 
     def embed_one(self, image) -> tuple[np.ndarray, FaceResult]:

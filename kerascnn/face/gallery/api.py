@@ -9,10 +9,12 @@ through the file format (:mod:`kerascnn.face.gallery.fileformat`).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,6 +27,7 @@ from kerascnn.errors import (
     GalleryLockedError,
     GalleryModelMismatchError,
     GalleryNotFoundError,
+    ImageReadError,
     UnknownIdentityError,
 )
 from kerascnn.face.gallery.fileformat import EXPORT_FORMAT, EXPORT_VERSION, check_extension, read_export, write_export
@@ -270,6 +273,7 @@ class Gallery:
 
     def enrolled_sources(self, name: str) -> set[str]:
         """The source image hashes already enrolled for ``name`` (empty if not enrolled)."""
+        name = check_name(name)
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT t.source_sha256 FROM templates t JOIN identities i ON i.id = t.identity_id "
@@ -305,12 +309,20 @@ class Gallery:
         self._check_model(identity)
         report = EnrollReport()
         paths = [os.fspath(p) for p in paths]
-        digests = [f"sha256:{sha256_file(p)}" for p in paths]
+        digests: list[str | None] = []
+        for path in paths:
+            try:
+                digests.append(f"sha256:{sha256_file(path)}")
+            except OSError as exc:  # unreadable: the image reader says why (strict), or it is skipped
+                if strict:
+                    raise ImageReadError(f"cannot read image file {path}: {exc.strerror or exc}") from exc
+                digests.append(None)
+                report.failures.append((path, f"cannot read image file {path}: {exc.strerror or exc}"))
         known = self.enrolled_sources(name)
-        todo = [i for i, d in enumerate(digests) if d[7:] not in known]
-        report.skipped = len(paths) - len(todo)
+        todo = [i for i, d in enumerate(digests) if d is not None and d[7:] not in known]
+        report.skipped = sum(d is not None for d in digests) - len(todo)
         embeddings, errors = _embed(pipeline, [paths[i] for i in todo], progress, strict)
-        report.failures = [(paths[i], error) for i, error in zip(todo, errors) if error is not None]
+        report.failures += [(paths[i], error) for i, error in zip(todo, errors) if error is not None]
         ok = [j for j, error in enumerate(errors) if error is None]
         if ok:
             report.enrolled[name] = self.enroll(
@@ -323,7 +335,8 @@ class Gallery:
 
         A process killed mid-way keeps every identity committed before; running it again skips
         the images already enrolled (by source hash) and completes the rest. Images without a
-        usable face are reported in ``failures`` and skipped.
+        usable face or that cannot be read, and sub-folders whose name is not a valid identity
+        name, are reported in ``failures`` and skipped.
 
         Args:
             folder: one sub-folder per person, holding that person's images.
@@ -349,6 +362,12 @@ class Gallery:
             for label, name in enumerate(dataset.class_names):
                 paths = [p for p, y in zip(dataset.paths, dataset.labels) if y == label]
                 bar.set_postfix_str(name, refresh=False)
+                try:
+                    check_name(name)
+                except GalleryInputError as exc:  # a folder name that cannot be an identity: skip it
+                    report.failures.append((str(Path(folder) / name), f"not enrolled: {exc}"))
+                    bar.update(len(paths))
+                    continue
                 part = self.enroll_images(name, paths, pipeline, strict=False)
                 report.enrolled.update(part.enrolled)
                 report.skipped += part.skipped
@@ -374,7 +393,9 @@ class Gallery:
             return int(conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0])
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
+        try:
+            name = check_name(name)
+        except GalleryInputError:
             return False
         with self._reading() as conn:
             return conn.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone() is not None
@@ -420,8 +441,8 @@ class Gallery:
             conn.execute("UPDATE identities SET name = ? WHERE id = ?", (new, identity_id))
 
     def _identity_id(self, conn: Connection, name: str) -> int:
-        row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone() \
-            if isinstance(name, str) else None
+        name = check_name(name)  # NFC: the form names are stored in
+        row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise UnknownIdentityError(f"{name!r} is not enrolled in gallery {self.location}")
         return row[0]
@@ -453,21 +474,32 @@ class Gallery:
         }
         return header, records
 
-    def export(self, path: str | os.PathLike) -> int:
+    def export(self, path: str | os.PathLike, overwrite: bool = False) -> int:
         """Write the whole gallery to a portable file (no pickle), atomically, owner-only.
 
         ``.json``: one JSON object (metadata, and per template its name, embedding as a list of
         floats, source hash, creation time). ``.npz``: arrays ``names``, ``embeddings`` (float32),
         ``sources``, ``created``, ``identity_created`` and a JSON string ``metadata``.
 
+        Args:
+            path: the ``.json`` or ``.npz`` file to write.
+            overwrite: replace an existing file (never the gallery's own file).
+
         Returns:
             The number of templates written.
 
         Raises:
-            GalleryInputError: the extension is neither ``.json`` nor ``.npz``.
+            GalleryInputError: the extension is neither ``.json`` nor ``.npz``; ``path`` is the
+                gallery itself, a directory, or an existing file without ``overwrite``.
         """
         path = Path(path)
         check_extension(path)
+        if os.path.lexists(path):
+            if not is_url(self.path) and os.path.exists(path) and os.path.samefile(path, self.path):
+                raise GalleryInputError(f"cannot export gallery {self.location} onto itself: give another file name")
+            if not path.is_dir() and not overwrite:
+                raise GalleryInputError(f"export file {path} already exists: pass --force (overwrite=True) to "
+                                        "replace it")
         header, records = self._records()
         write_export(path, header, records)
         return len(records)
@@ -602,7 +634,7 @@ class Gallery:
                         f"ON t.identity_id = i.id WHERE i.id IN ({', '.join('?' * len(part))})", part,
                     ).fetchall()
         rows.sort(key=lambda r: (r[0], r[1]))
-        matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        matrix = _checked_matrix(rows, dim, self.location)
         owners = np.array([r[0] for r in rows], np.int64)
         cache.replace(generation, touched or (), owners, {r[0]: r[2] for r in rows},
                       _unit(matrix) if rows else matrix)
@@ -618,13 +650,15 @@ class Gallery:
 @contextlib.contextmanager
 def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, create: bool = True,
                  **kwargs: Any) -> Iterator[Gallery]:
-    """A :class:`Gallery` for a ``with`` block that leaves the file system as it was on error.
+    """A :class:`Gallery` for a ``with`` block, created atomically if it does not exist.
 
     An existing gallery is opened as usual (it only ever changes by committed transactions). A
-    new SQLite gallery is built in a temporary file beside ``path`` and moved into place only when
-    the block succeeds, so a failed first enrollment leaves no gallery behind, and a gallery that
-    another process created meanwhile gets this one's templates merged into it. A gallery in a
-    database server (a URL) is opened as usual: its database exists already.
+    new SQLite gallery is first built empty (schema and model identity) in a temporary file beside
+    ``path`` and linked into place (atomic: a gallery that another process created meanwhile is
+    used instead), then opened: so ``path`` never holds a half-made file, and a process killed in
+    the middle of enrolling a folder keeps every identity it committed, as with an existing
+    gallery (a rerun skips them). A failed first enrollment leaves the empty gallery. A gallery in
+    a database server (a URL) is opened as usual: its database exists already.
 
     Args:
         path, model_identity, create, kwargs: as for :class:`Gallery`.
@@ -632,31 +666,55 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
     Yields:
         The open gallery (closed on leaving the block).
     """
-    if is_url(path) or Path(path).exists() or not create:
-        with Gallery(path, model_identity, create=create, **kwargs) as gallery:
-            yield gallery
-        return
-    path = Path(path)
+    if not is_url(path) and not Path(path).exists() and create:
+        _create_atomically(Path(path), model_identity, kwargs.get("timeout", 10.0))
+    with Gallery(path, model_identity, create=create, **kwargs) as gallery:
+        yield gallery
+
+
+STALE_SECONDS = 600  # a temporary file of gallery creation older than this was left by a killed process
+
+
+def _create_atomically(path: Path, model_identity: dict | None, timeout: float) -> None:
+    """An empty gallery at ``path``, built in a temporary file and linked into place (unless one appeared)."""
     if not path.parent.is_dir():
         raise GalleryNotFoundError(f"cannot create gallery {path}: its folder does not exist")
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.creating*"):  # left by a process killed here
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".creating", dir=path.parent)
     os.close(fd)
     try:
-        with Gallery(tmp, model_identity, **kwargs) as gallery:
-            gallery.path = path  # messages name the file the user asked for
-            gallery._store.location = str(path)
-            yield gallery
+        Gallery(tmp, model_identity, timeout=timeout).close()  # the last connection checkpoints the WAL
         try:
-            os.link(tmp, path)  # atomic: fails if the gallery appeared meanwhile
+            os.link(tmp, path)  # atomic, and never replaces a gallery that appeared meanwhile
         except FileExistsError:
-            with Gallery(tmp, create=False) as built, Gallery(path, create=False, **kwargs) as existing:
-                existing._import_records(*built._records(), source=str(path))
+            pass
     finally:
         for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
             Path(leftover).unlink(missing_ok=True)
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def _checked_matrix(rows: list, dim: int, location: str) -> np.ndarray:
+    """The ``(n, dim)`` templates of ``(identity id, template id, name, blob)`` rows; GalleryCorruptError
+    when a blob has not ``dim`` values or a template is not finite or is all zeros (never searched silently)."""
+    bad = sorted({r[2] for r in rows if len(r[3]) != 4 * dim})
+    if bad:
+        raise GalleryCorruptError(f"gallery {location} is damaged: templates of {', '.join(map(repr, bad[:5]))} do "
+                                  f"not hold {dim} values; remove and re-enroll them")
+    matrix = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), dim)
+    broken = ~np.isfinite(matrix).all(axis=1)
+    broken[~broken] = ~np.any(matrix[~broken] != 0, axis=1)
+    if broken.any():
+        names = sorted({rows[i][2] for i in np.flatnonzero(broken)})
+        raise GalleryCorruptError(
+            f"gallery {location} is damaged: {int(broken.sum())} templates of {', '.join(map(repr, names[:5]))} "
+            "hold NaN, infinity or only zeros; remove and re-enroll them (kerascnn remove)")
+    return matrix
+
+
 def _identity_id_or_add(conn: Connection, name: str, created: str) -> int:
     """The id of identity ``name``, added (created ``created``) if it is not enrolled (writers are
     serialized, so no other transaction adds it meanwhile)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -121,13 +122,33 @@ def check_identity_dict(identity: Any) -> dict:
 
 
 def check_name(name: Any) -> str:
-    """``name`` if it is a valid identity name; GalleryInputError otherwise."""
+    """``name`` normalised to Unicode NFC if it is a valid identity name; GalleryInputError otherwise.
+
+    Every gallery entry point that takes a name (enroll, rename, remove, verify, import, lookups)
+    goes through here, so "René" typed in NFC or NFD is one identity. Control (Cc) and format (Cf)
+    characters (newlines, C1 controls, zero-width and right-to-left override characters) are
+    refused, the message naming the code point.
+    """
     if not isinstance(name, str):
         raise GalleryInputError(f"identity name must be a string, got {type(name).__name__}")
-    if not name.strip() or len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in name):
-        raise GalleryInputError(
-            f"identity name must be 1 to {MAX_NAME_LENGTH} printable characters, not blank, got {name!r:.300}"
-        )
+    name = unicodedata.normalize("NFC", name)
+    if not name:
+        raise GalleryInputError("identity name is empty: give a name of 1 to "
+                                f"{MAX_NAME_LENGTH} printable characters")
+    if not name.strip():
+        raise GalleryInputError(f"identity name {name!r} is blank: give a name with a visible character")
+    if len(name) > MAX_NAME_LENGTH:
+        raise GalleryInputError(f"identity name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}: "
+                                f"{name!r:.100}")
+    for c in name:
+        kind = unicodedata.category(c)
+        if kind in ("Cc", "Cf"):
+            what = "a control character" if kind == "Cc" else "an invisible format character"
+            label = unicodedata.name(c, "")
+            raise GalleryInputError(
+                f"identity name {name!r:.300} contains U+{ord(c):04X}{f' ({label})' if label else ''}, "
+                f"{what}: names must be printable"
+            )
     return name
 
 
@@ -159,6 +180,9 @@ def from_blob(blob: bytes, dim: int) -> np.ndarray:
     vector = np.frombuffer(blob, dtype="<f4")
     if dim and vector.size != dim:
         raise GalleryCorruptError(f"a template holds {vector.size} values, the gallery's dimension is {dim}")
+    if not np.isfinite(vector).all():
+        raise GalleryCorruptError("a stored template holds NaN or infinity (a damaged gallery): remove and "
+                                  "re-enroll its identity")
     return vector.astype(np.float32)
 
 

@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from kerascnn.errors import GalleryCorruptError, GalleryError, GalleryLockedError, GalleryNotFoundError
+from kerascnn.errors import (
+    GalleryCorruptError,
+    GalleryError,
+    GalleryLockedError,
+    GalleryNotFoundError,
+    GalleryPermissionError,
+)
 from kerascnn.face.gallery.store import SCHEMA_TABLES, GalleryStore
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -54,17 +60,25 @@ class SQLiteStore(GalleryStore):
         self.location = str(self.path)
         self.timeout = float(timeout)
         self._conn: sqlite3.Connection | None = None
-        if create and not read_only:
-            self._create_file()
+        self._checked = False  # quick_check passed (done before the first write)
+        created = create and not read_only and self._create_file()
         if not self.path.exists():
             raise GalleryNotFoundError(f"gallery {self.path} does not exist")
         if self.path.is_dir():
             raise GalleryCorruptError(f"gallery {self.path} is a folder, expected a gallery file")
+        self._created = created
         mode = self.path.stat().st_mode
         self.read_only = read_only or not os.access(self.path, os.W_OK) or not mode & stat.S_IWUSR
         _check_magic(self.path)
         if self.read_only:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            if not os.access(self.path.parent, os.W_OK):  # SQLite could not create the -shm file there
+                wal = Path(f"{self.path}-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise GalleryLockedError(
+                        f"gallery {self.path} is in a read-only folder and has writes not yet checkpointed "
+                        f"({wal.name}): copy the gallery (with {wal.name}) to a writable folder to search it")
+                uri += "&immutable=1"  # nothing else can be writing: read the file as it is, no -shm needed
             self._conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
         else:
             self._conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
@@ -94,7 +108,10 @@ class SQLiteStore(GalleryStore):
         """Switch a gallery (or an empty file) to the WAL journal, then as :meth:`GalleryStore.initialize`."""
         with self._errors():
             tables = self.tables(self._open())
-            if not self.read_only and (SCHEMA_TABLES <= tables or (not tables and create)):
+            usable = SCHEMA_TABLES <= tables or (not tables and create)
+            if usable and not self._created:  # a gallery (or a file to become one) that we did not just make
+                _check_ownership(self.path)
+            if not self.read_only and usable:
                 mode = self._retry_busy(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
                 if mode.lower() != "wal":
                     raise GalleryLockedError(f"gallery {self.path}: cannot switch to the WAL journal (got {mode})")
@@ -118,12 +135,24 @@ class SQLiteStore(GalleryStore):
         with self._errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if not self._checked:  # never write into damaged pages: check once, under the write lock
+                    self._quick_check(conn)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
+        """GalleryCorruptError unless SQLite's ``PRAGMA quick_check`` finds the file sound."""
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise GalleryCorruptError(
+                f"gallery {self.location} is damaged (SQLite quick_check: {'; '.join(problems)[:300]}); nothing was "
+                "written: export what can be read, or restore a backup"
+            )
+        self._checked = True
 
     def close(self) -> None:
         if self._conn is not None:
@@ -182,4 +211,22 @@ def _check_magic(path: Path) -> None:
         raise GalleryCorruptError(
             f"{path} is not a kerascnn gallery: not a SQLite database (it starts with {head[:8]!r}; "
             "the file was left untouched)"
+        )
+
+
+def _check_ownership(path: Path) -> None:
+    """GalleryPermissionError for an existing gallery file that is not a regular file of this user's
+    with owner-only permissions (a file another user planted, or one others can read or change)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise GalleryCorruptError(f"gallery {path} is not a regular file: not a kerascnn gallery")
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        raise GalleryPermissionError(
+            f"gallery {path} is owned by another user (uid {info.st_uid}, you are uid {os.geteuid()}): a gallery "
+            "must be your own file; copy it (kerascnn export/import) or ask its owner"
+        )
+    if os.name == "posix" and info.st_mode & 0o077:
+        raise GalleryPermissionError(
+            f"gallery {path} is readable or writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            f"run `chmod 600 {path}` if the file is yours and trusted"
         )
