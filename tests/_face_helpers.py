@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,20 @@ import numpy as np
 EYES = ["AJ_Cook/AJ_Cook_0001.jpg", "AJ_Lamas/AJ_Lamas_0001.jpg", "Aaron_Peirsol/Aaron_Peirsol_0001.jpg"]
 BOX = ["Abbas_Kiarostami/Abbas_Kiarostami_0001.jpg", "Abner_Martinez/Abner_Martinez_0001.jpg"]
 SEVERAL = "Abdulaziz_Kamilov/Abdulaziz_Kamilov_0001.jpg"
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``(exit code, stdout, stderr)`` of ``kerascnn ARGV`` run in this process."""
+    from kerascnn.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def digest(path) -> str:
+    """The sha256 of a file's bytes (to show that a command left it as it was)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tiny_embedder(size: int = 32, channels: int = 3, dim: int = 16, name: str = "tiny_embedder"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -12,8 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from _face_helpers import EYES, tiny_embedder
-from kerascnn.cli import main
+from _face_helpers import EYES, digest, run_cli, tiny_embedder
 from kerascnn.face.gallery import Gallery, model_identity
 from kerascnn.face.pipeline import FacePipeline
 from kerascnn.face.verify import identify, verify
@@ -38,16 +36,6 @@ def setup(tmp_path_factory, orl_dir):
             "root": root}
 
 
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def _digest(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
 def _common(setup):
     return ["--gallery", setup["gallery"], "--model", setup["model"], "--detector", "haar"]
 
@@ -56,9 +44,9 @@ def test_verify_exit_codes_follow_the_threshold(setup, orl_dir, capsys):
     probe = orl_dir / "s1" / "5.pgm"
     embedding, _ = setup["pipeline"].embed_one(str(probe))
     score = verify(setup["templates"], "s1", embedding, 0.0).score
-    code, out, _ = _run(capsys, "verify", *_common(setup), "--threshold", score - 1e-3, "s1", probe)
+    code, out, _ = run_cli(capsys, "verify", *_common(setup), "--threshold", score - 1e-3, "s1", probe)
     assert code == 0 and out.startswith("MATCH") and f"{score:.4f}" in out
-    code, out, _ = _run(capsys, "verify", *_common(setup), "--threshold", score + 1e-3, "--json", "s1", probe)
+    code, out, _ = run_cli(capsys, "verify", *_common(setup), "--threshold", score + 1e-3, "--json", "s1", probe)
     data = json.loads(out)
     assert code == 1 and data["decision"] == "no match" and data["score"] == pytest.approx(score, abs=1e-5)
     assert data["templates"] == 3 and data["face"]["status"] == "ok"
@@ -68,12 +56,12 @@ def test_identify_recognized_top_k_and_not_recognized(setup, orl_dir, capsys):
     probe = orl_dir / "s2" / "6.pgm"
     embedding, _ = setup["pipeline"].embed_one(str(probe))
     expected = identify(setup["templates"], embedding, 0.0, top_k=2)
-    code, out, _ = _run(capsys, "identify", *_common(setup), "--threshold", expected.score - 1e-3, "--json",
+    code, out, _ = run_cli(capsys, "identify", *_common(setup), "--threshold", expected.score - 1e-3, "--json",
                         "--top-k", 2, probe)
     data = json.loads(out)
     assert code == 0 and data["name"] == expected.name and [c["name"] for c in data["candidates"]] == [
         c.name for c in expected.candidates]
-    code, out, _ = _run(capsys, "identify", *_common(setup), "--threshold", 1.01, probe)
+    code, out, _ = run_cli(capsys, "identify", *_common(setup), "--threshold", 1.01, probe)
     assert code == 1 and out.startswith("NOT RECOGNIZED")
 
 
@@ -82,7 +70,7 @@ def test_grey_and_rgba_probes_work(setup, lfw_dir, orl_dir, tmp_path, capsys):
     rgba = tmp_path / "rgba.png"
     cv2.imwrite(str(rgba), np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2))
     for probe in (rgba, orl_dir / "s3" / "1.pgm"):
-        code, out, err = _run(capsys, "identify", *_common(setup), "--threshold", 0.5, probe)
+        code, out, err = run_cli(capsys, "identify", *_common(setup), "--threshold", 0.5, probe)
         assert code in (0, 1) and "RECOGNIZED" in out and err == ""
 
 
@@ -100,7 +88,7 @@ def test_bad_input_exit_2_with_one_clear_line_and_gallery_untouched(setup, tmp_p
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     good = orl_dir / "s1" / "4.pgm"
-    before = _digest(setup["gallery"])
+    before = digest(setup["gallery"])
     cases = [
         (["verify", *_common(setup), "--threshold", 0.5, "s1", blank], f"no face found in {blank}"),
         (["verify", *_common(setup), "--threshold", 0.5, "s1", text], f"cannot decode {text}"),
@@ -113,24 +101,24 @@ def test_bad_input_exit_2_with_one_clear_line_and_gallery_untouched(setup, tmp_p
         (["identify", *_common(setup), good], "pass --threshold or run 'kerascnn calibrate' first"),
     ]
     for argv, message in cases:
-        code, out, err = _run(capsys, *argv)
+        code, out, err = run_cli(capsys, *argv)
         assert code == 2 and message in err and err.count("\n") == 1 and out == "", (argv, err)
         assert err.startswith(f"kerascnn {argv[0]}: error: ")
-    assert _digest(setup["gallery"]) == before
+    assert digest(setup["gallery"]) == before
 
 
 def test_empty_gallery_and_gallery_of_another_model(setup, tmp_path, orl_dir, capsys):
     good = orl_dir / "s1" / "4.pgm"
     empty = tmp_path / "empty.db"
     Gallery(empty, model_identity(setup["pipeline"].model)).close()
-    code, _, err = _run(capsys, "identify", "--gallery", empty, "--model", setup["model"], "--threshold", 0.5, good)
+    code, _, err = run_cli(capsys, "identify", "--gallery", empty, "--model", setup["model"], "--threshold", 0.5, good)
     assert code == 2 and "is empty" in err
     other = tmp_path / "other.keras"
     tiny_embedder(32, name="other_model").save(other)
-    before = _digest(setup["gallery"])
-    code, _, err = _run(capsys, "verify", "--gallery", setup["gallery"], "--model", other, "--threshold", 0.5, "s1", good)
+    before = digest(setup["gallery"])
+    code, _, err = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", other, "--threshold", 0.5, "s1", good)
     assert code == 2 and "model" in err and err.count("\n") == 1
-    assert _digest(setup["gallery"]) == before
+    assert digest(setup["gallery"]) == before
 
 
 def _tiny_pairs(lfw_pairs, tmp_path):
@@ -148,7 +136,7 @@ def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lf
     model = tmp_path / "cal.keras"
     shutil.copy(setup["model"], model)
     roc = tmp_path / "roc.png"
-    code, out, _ = _run(capsys, "calibrate", "--pairs", pairs, "--images", lfw_dir, "--model", model,
+    code, out, _ = run_cli(capsys, "calibrate", "--pairs", pairs, "--images", lfw_dir, "--model", model,
                         "--detector", "haar", "--roc", roc, "--json")
     data = json.loads(out)
     assert code == 0 and data["num_genuine"] + data["num_impostor"] == 12 and data["criterion"] == "best accuracy"
@@ -158,7 +146,7 @@ def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lf
     for key in ("auc", "eer", "tar_at_far", "failure_to_detect"):
         assert key in data
     # verify without --threshold now reads the stored calibration
-    code, out, _ = _run(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+    code, out, _ = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--json", "s1", orl_dir / "s1" / "7.pgm")
     assert code in (0, 1) and json.loads(out)["threshold"] == pytest.approx(data["threshold"])
 
@@ -166,12 +154,12 @@ def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lf
 @pytest.mark.slow
 def test_evaluate_json_with_yunet(setup, lfw_pairs, lfw_dir, yunet_path, tmp_path, capsys):
     pairs = _tiny_pairs(lfw_pairs, tmp_path)
-    code, out, _ = _run(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
+    code, out, _ = run_cli(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
                         "--detector-model", yunet_path, "--json")
     data = json.loads(out)
     assert code == 0 and data["pairs"] == 12 and data["failure_to_detect"] == 0 and data["pairs_scored"] == 12
     assert 0 <= data["accuracy"] <= 1 and 0 <= data["auc"] <= 1 and set(data["tar_at_far"]) == {"0.01", "0.001"}
-    code, _, err = _run(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
+    code, _, err = run_cli(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
                         "--folds", 3)
     assert code == 2 and "--folds must be between 1 and 2, got [3]" in err
 
@@ -181,12 +169,12 @@ def test_demo_enrolls_and_decides(setup, shared_dir, tmp_path, capsys):
     gallery = tmp_path / "demo.db"
     argv = ["demo", "--data", shared_dir / "data", "--model", setup["model"], "--detector", "haar", "--people", 2,
             "--enroll-images", 2, "--strangers", 1, "--threshold", 0.5, "--gallery", gallery]
-    code, out, _ = _run(capsys, *argv)
+    code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "enrolled 2 ORL people x 2 images (4 templates)" in out
     assert "of 3 probes decided correctly" in out and "identify: 1:N threshold: cosine 0.5000 (--threshold)" in out
     with Gallery(gallery) as g:
         assert [i.name for i in g.identities()] == ["s1", "s2"]
-    code, _, err = _run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "already exists" in err
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _face_helpers import tiny_embedder
-from kerascnn.cli import main
+from _face_helpers import run_cli, tiny_embedder
 from kerascnn.face.gallery import Gallery, model_identity
 from kerascnn.face.model import save_calibration
 from kerascnn.face.pipeline import FacePipeline
@@ -43,19 +42,13 @@ def setup(tmp_path_factory, orl_dir):
     return {"model": model, "gallery": gallery, "folder": folder, "root": root, "pipeline": pipeline}
 
 
-def _run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
 def test_calibrate_open_set_then_identify_uses_the_operating_point(setup, orl_dir, capsys):
     model = setup["root"] / "cal.keras"
     shutil.copy(setup["model"], model)
     shutil.copy(setup["model"].with_suffix(".json"), model.with_suffix(".json"))  # the 1:1 calibration
     plot = setup["root"] / "dir.png"
-    code, out, err = _run(capsys, "calibrate", "--open-set", "--folder", setup["folder"], "--model", model,
+    code, out, err = run_cli(capsys, "calibrate", "--open-set", "--folder", setup["folder"], "--model", model,
                           "--detector", "haar", "--gallery-sizes", 3, 6, "--fpir", 0.1, 0.001, "--draws", 2,
                           "--plot", plot, "--json")
     data = json.loads(out)
@@ -67,33 +60,33 @@ def test_calibrate_open_set_then_identify_uses_the_operating_point(setup, orl_di
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["open_set_calibration"]["operating_points"] == data["operating_points"]
     # the text report says what is not measurable and how many searches it needs
-    code, out, _ = _run(capsys, "calibrate", "--open-set", "--folder", setup["folder"], "--model", model,
+    code, out, _ = run_cli(capsys, "calibrate", "--open-set", "--folder", setup["folder"], "--model", model,
                         "--detector", "haar", "--gallery-sizes", 6, "--fpir", 0.1, 0.001, "--draws", 1, "--no-save")
     assert code == 0 and "FPIR 0.001   not measurable: needs at least 1000 non-mated searches (better 10000), has 60" in out
     # identify: a gallery of 2 is below the calibrated 3..6: the N=3 point, said so, also in --json
     probe = orl_dir / "s1" / "8.pgm"
-    code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+    code, out, _ = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--fpir", 0.1, "--json", probe)
     point = json.loads(out)["operating_point"]
     assert point["threshold"] == pytest.approx(points[(3, 0.1)]["threshold"]) and point["gallery_size"] == 2
     assert "below the calibrated range 3..6: using the N=3 operating point" in point["how"]
     assert json.loads(out)["threshold"] == pytest.approx(point["threshold"])
-    code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+    code, out, _ = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--fpir", 0.1, probe)
     assert out.strip().splitlines()[-1].startswith("1:N operating point: FPIR 0.1 for a gallery of 2, cosine threshold")
-    code, _, err = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+    code, _, err = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--fpir", 0.001, probe)
     assert code == 2 and "no 1:N operating point at FPIR 0.001 in the calibration (calibrated and measured: 0.1)" in err
     empty = setup["root"] / "empty.db"
     Gallery(empty, model_identity(setup["pipeline"].model)).close()
-    code, _, err = _run(capsys, "identify", "--gallery", empty, "--model", model, "--detector", "haar", probe)
+    code, _, err = run_cli(capsys, "identify", "--gallery", empty, "--model", model, "--detector", "haar", probe)
     assert code == 2 and f"gallery {empty} is empty: enroll someone before identifying" in err
     # --threshold still overrides
-    code, out, _ = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+    code, out, _ = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--threshold", 0.25, "--json", probe)
     assert json.loads(out)["operating_point"] == {"threshold": 0.25, "metric": "cosine", "how": "--threshold"}
     # the demo identifies at the 1:N point for its 2 people and says where it comes from
-    code, out, err = _run(capsys, "demo", "--data", orl_dir.parent, "--model", model, "--detector", "haar",
+    code, out, err = run_cli(capsys, "demo", "--data", orl_dir.parent, "--model", model, "--detector", "haar",
                         "--people", 2, "--enroll-images", 2, "--strangers", 1, "--fpir", 0.1)
     lines = out.splitlines()
     assert code == 0, err
@@ -112,21 +105,21 @@ def test_open_set_bad_input_messages(setup, orl_dir, tmp_path, capsys):
     one = tmp_path / "one"
     one.mkdir()
     (one / "s1").symlink_to(orl_dir / "s1")
-    code, _, err = _run(capsys, *base, "--folder", one)
+    code, _, err = run_cli(capsys, *base, "--folder", one)
     assert code == 2 and f"open-set calibration needs at least 2 people, {one} has 1" in err
     singles = tmp_path / "singles"
     for k in (1, 2, 3):
         (singles / f"s{k}").mkdir(parents=True)
         (singles / f"s{k}" / "1.pgm").symlink_to(orl_dir / f"s{k}" / "1.pgm")
-    code, _, err = _run(capsys, *base, "--folder", singles)
+    code, _, err = run_cli(capsys, *base, "--folder", singles)
     assert code == 2 and "needs people with at least 2 images (1 enrolled + 1 search); every person of" in err
-    code, _, err = _run(capsys, *base)
+    code, _, err = run_cli(capsys, *base)
     assert code == 2 and "calibrate --open-set needs --folder DIR" in err
-    code, _, err = _run(capsys, *base, "--folder", singles, "--sets", 1)
+    code, _, err = run_cli(capsys, *base, "--folder", singles, "--sets", 1)
     assert code == 2 and "--sets needs --people PEOPLE.txt" in err
-    code, _, err = _run(capsys, "calibrate", "--model", setup["model"])
+    code, _, err = run_cli(capsys, "calibrate", "--model", setup["model"])
     assert code == 2 and "calibrate needs --pairs and --images (1:1), or --open-set --folder DIR (1:N)" in err
-    code, _, err = _run(capsys, "identify", "--gallery", setup["gallery"], "--model", setup["model"], "--detector",
+    code, _, err = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", setup["model"], "--detector",
                         "haar", "--fpir", 0.01, orl_dir / "s1" / "8.pgm")
     assert code == 2 and "--fpir needs the model's 1:N calibration, and its card has none" in err
 
