@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -189,12 +189,16 @@ def _read_details(r: _Reader) -> DlibLayer:
     if version in ("fc_2", "fc_3"):
         config = {"num_outputs": r.int("fc_ num_outputs"), "num_inputs": r.int("fc_ num_inputs")}
         params = r.tensor("fc_ params").reshape(-1)
-        weights_shape, bias_shape = r.alias("fc_ weights"), r.alias("fc_ biases")
+        weights_shape = r.alias("fc_ weights")
+        r.alias("fc_ biases")
         config["bias_mode"] = r.int("fc_ bias mode")
         for key in ("lr", "wd", "bias_lr", "bias_wd"):
             r.float(f"fc_ {key} multiplier")
         config["use_bias"] = (r.bool("fc_ use_bias") if version == "fc_3" else True) and config["bias_mode"] == 0
         n = config["num_inputs"] * config["num_outputs"]
+        if int(np.prod(weights_shape)) != n or params.size < n + (config["num_outputs"] if config["use_bias"] else 0):
+            raise r.fail(f"fc_ params hold {params.size} values, not a {config['num_inputs']}x{config['num_outputs']} "
+                         f"matrix (weights {weights_shape})")
         arrays = {"weights": params[:n].reshape(config["num_inputs"], config["num_outputs"])}
         if config["use_bias"]:
             arrays["biases"] = params[n:n + config["num_outputs"]].copy()

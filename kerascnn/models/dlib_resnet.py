@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
 import keras
 import numpy as np
 from keras import layers
