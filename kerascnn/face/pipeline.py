@@ -287,7 +287,6 @@ class FacePipeline:
         for index, image in enumerate(_progress(images, progress, "detect+align")):
             items.extend(self._items_of(index, image, strict))
         good = [it for it in items if it.crop is not None]
-        crops = np.stack([it.crop for it in good]) if good else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         embeddings = np.full((len(items), self.embedding_dim), np.nan, np.float32)
         rows = [i for i, it in enumerate(items) if it.crop is not None]
         # each face: the mean of the unit embeddings of all its crops, scaled to unit length
@@ -299,7 +298,8 @@ class FacePipeline:
         all_crops = None
         if keep_crops:
             all_crops = np.zeros((len(items), self.image_size, self.image_size, 3), np.uint8)
-            all_crops[rows] = crops
+            for row, it in zip(rows, good):
+                all_crops[row] = it.crop
         return FaceBatch(embeddings, [it.result for it in items], all_crops)
 
     def _items_of(self, index: int, image, strict: bool) -> list[_Item]:
