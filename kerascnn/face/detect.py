@@ -131,6 +131,18 @@ def _downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
 
 
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    """One of the Haar cascades shipped in the OpenCV wheel (``cv2.data.haarcascades``).
+
+    Raises:
+        DetectorError: the file cannot be loaded (a broken OpenCV install).
+    """
+    cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, name))
+    if cascade.empty():
+        raise DetectorError(f"cannot load the Haar cascade {name} from {cv2.data.haarcascades} (a broken OpenCV install?)")
+    return cascade
+
+
 class HaarDetector:
     """OpenCV's Haar cascades: frontal faces, then eyes inside each face.
 
@@ -167,13 +179,9 @@ class HaarDetector:
         pad: float = 0.2,
         fallback: bool = True,
     ):
-        root = cv2.data.haarcascades
-        files = ("haarcascade_frontalface_default.xml", "haarcascade_eye.xml", "haarcascade_frontalface_alt2.xml",
-                 "haarcascade_profileface.xml")
-        self.face_cascade, self.eye_cascade, self.alt_cascade, self.profile_cascade = (
-            cv2.CascadeClassifier(os.path.join(root, f)) for f in files)
-        if any(c.empty() for c in (self.face_cascade, self.eye_cascade, self.alt_cascade, self.profile_cascade)):
-            raise DetectorError(f"cannot load the Haar cascades from {root} (a broken OpenCV install?)")
+        self.face_cascade = _cascade("haarcascade_frontalface_default.xml")
+        self.eye_cascade = _cascade("haarcascade_eye.xml")
+        self._fallback_cascades = None  # alt2 and profile, loaded on the first miss
         self.fallback = fallback
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
@@ -199,7 +207,10 @@ class HaarDetector:
         """Boxes of the ``alt2`` frontal cascade, else of the profile cascade (either way round)."""
         grey = cv2.equalizeHist(grey)
         side = max(12, int(self.min_size * min(grey.shape)))
-        for cascade, mirror in ((self.alt_cascade, False), (self.profile_cascade, False), (self.profile_cascade, True)):
+        if self._fallback_cascades is None:
+            self._fallback_cascades = (_cascade("haarcascade_frontalface_alt2.xml"), _cascade("haarcascade_profileface.xml"))
+        alt, profile = self._fallback_cascades
+        for cascade, mirror in ((alt, False), (profile, False), (profile, True)):
             source = cv2.flip(grey, 1) if mirror else grey
             boxes = np.reshape(cascade.detectMultiScale(source, self.scale_factor, 3, minSize=(side, side)), (-1, 4))
             if len(boxes):

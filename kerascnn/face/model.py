@@ -134,6 +134,29 @@ def load_face_model_card(path: str | os.PathLike | None = None) -> dict:
     return data
 
 
+def inference_card(model_path: str | os.PathLike | None = None) -> dict:
+    """A model's card, or ``{}`` when it has none (inference then uses the defaults).
+
+    Raises:
+        FaceModelError: a card that exists but is not a JSON object.
+    """
+    return load_face_model_card(model_path) if card_path(model_path).is_file() else {}
+
+
+def alignment_of(card: dict, where: str = "the model card") -> AlignmentTemplate:
+    """The alignment template of a card's ``alignment`` entry, else the default template.
+
+    Raises:
+        FaceModelError: a malformed ``alignment`` entry (names ``where``).
+    """
+    if "alignment" not in card:
+        return DEFAULT_TEMPLATE
+    try:
+        return AlignmentTemplate.from_dict(card["alignment"])
+    except ValueError as exc:
+        raise FaceModelError(f"model card {where}: {exc}") from exc
+
+
 def load_alignment(model_path: str | os.PathLike | None = None) -> AlignmentTemplate:
     """The alignment template a model expects: its card's ``alignment`` entry, else the default.
 
@@ -146,24 +169,7 @@ def load_alignment(model_path: str | os.PathLike | None = None) -> AlignmentTemp
     Raises:
         FaceModelError: the card has a malformed ``alignment`` entry.
     """
-    card = card_path(model_path)
-    if not card.is_file():
-        return DEFAULT_TEMPLATE
-    data = load_face_model_card(model_path)
-    if "alignment" not in data:
-        return DEFAULT_TEMPLATE
-    try:
-        return AlignmentTemplate.from_dict(data["alignment"])
-    except ValueError as exc:
-        raise FaceModelError(f"model card {card}: {exc}") from exc
-
-
-def card_option(model_path: str | os.PathLike | None, key: str, default=None):
-    """An inference option stored in a model's card (``test_time_flip``, ``box_scales``), or ``default``
-    when the model has no card or the card does not set it."""
-    if not card_path(model_path).is_file():
-        return default
-    return load_face_model_card(model_path).get(key, default)
+    return alignment_of(inference_card(model_path), str(card_path(model_path)))
 
 
 def _check_calibration(calibration, where: str) -> dict:

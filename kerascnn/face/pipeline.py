@@ -20,7 +20,7 @@ import numpy as np
 
 from kerascnn.data.folders import MAX_PIXELS, read_image
 from kerascnn.errors import FaceModelError, KerasCNNError
-from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
+from kerascnn.face.align import AlignmentTemplate
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
 
 PROGRESS_MIN_ITEMS = 64  # show a progress bar from this many inputs on
@@ -177,17 +177,18 @@ class FacePipeline:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.detector = get_detector(detector)
         self.model = load_embedder(model)
-        from kerascnn.face.model import card_option, load_alignment
+        from kerascnn.face.model import alignment_of, card_path, inference_card
 
-        given = hasattr(model, "input_shape")  # a Keras model: no card to read
-        self.alignment = alignment or (DEFAULT_TEMPLATE if given else load_alignment(model))
+        given = hasattr(model, "input_shape")  # a Keras model has no card; a name or path has its card's options
+        card = {} if given else inference_card(model)
+        self.alignment = alignment or alignment_of(card, "" if given else str(card_path(model)))
         if flip is None:
-            flip = "none" if given else card_option(model, "test_time_flip", "none")
+            flip = card.get("test_time_flip", "none")
         self.flip = {True: "all", False: "none"}.get(flip, flip)
         if self.flip not in FLIPS:
             raise ValueError(f"flip must be one of {FLIPS} (or a bool), got {flip!r}")
         if box_scales is None:
-            box_scales = () if given else card_option(model, "box_scales", ())
+            box_scales = card.get("box_scales", ())
         self.box_scales = tuple(float(v) for v in box_scales if float(v) != 1.0)
         shape = self.model.input_shape
         if len(shape) != 4 or shape[-1] not in (1, 3):
