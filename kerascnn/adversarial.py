@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerascnn.errors import EpsilonError
+from kerascnn.losses import default_loss
 
 
 def check_budget(epsilon: float, value_range: tuple[float, float], name: str = "epsilon") -> float:
@@ -52,9 +53,7 @@ def check_budget(epsilon: float, value_range: tuple[float, float], name: str = "
 def _loss(model: keras.Model, loss: Callable | None) -> Callable:
     if loss is not None:
         return loss
-    from kerascnn.training import _default_loss
-
-    return _default_loss(model)
+    return default_loss(model)
 
 
 def perturb(model: keras.Model, images, labels, epsilon: float, steps: int = 1, step_size: float | None = None,

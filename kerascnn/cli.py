@@ -919,7 +919,9 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
 
 def _quiet_framework() -> None:
     """A normal run prints only kerascnn's output: TensorFlow's start-up lines are swallowed when
-    it loads (``--verbose`` skips this). kerascnn's own messages come later and are untouched."""
+    it loads (``--verbose`` skips this). kerascnn's own messages come later and are untouched.
+    ``import kerascnn`` alone leaves TensorFlow's logging as the user set it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowFinder())
 

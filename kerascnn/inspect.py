@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from kerascnn._keras_compat import is_graph_model, run_through_graph
 from kerascnn.errors import InputShapeError
 
 __all__ = ["LayerRow", "LayerTable", "conv_output_size", "conv_params", "layer_table", "summary"]
@@ -260,7 +261,7 @@ def layer_table(model, input_shape: Sequence[int | None] | None = None) -> Layer
     """
     import keras
 
-    if not hasattr(model, "_run_through_graph"):
+    if not is_graph_model(model):
         raise TypeError(f"layer_table needs a functional or Sequential keras.Model, got {type(model).__name__}")
     if input_shape is not None:
         if len(model.inputs) != 1:
@@ -286,7 +287,7 @@ def layer_table(model, input_shape: Sequence[int | None] | None = None) -> Layer
 
 def _unique_layers(model):
     for layer in model.layers:
-        if hasattr(layer, "_run_through_graph"):
+        if is_graph_model(layer):
             yield from _unique_layers(layer)
         else:
             yield layer
@@ -297,7 +298,7 @@ def _walk(model, inputs, geometry: dict, table: LayerTable, seen: set, prefix: s
 
     def call(layer, *args, **kwargs):
         tensors = [x for x in tree.flatten((args, kwargs)) if hasattr(x, "shape") and id(x) in geometry]
-        if hasattr(layer, "_run_through_graph"):  # nested model: expand it
+        if is_graph_model(layer):  # nested model: expand it
             return _walk(layer, args[0], geometry, table, seen, prefix=f"{prefix}{layer.name}/")
         outputs = layer.compute_output_spec(*args, **kwargs)
         flat = tree.flatten(outputs)
@@ -314,7 +315,7 @@ def _walk(model, inputs, geometry: dict, table: LayerTable, seen: set, prefix: s
         )
         return outputs
 
-    return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call)
+    return run_through_graph(model, inputs, call)
 
 
 def summary(model, input_shape: Sequence[int | None] | None = None, print_fn=print) -> LayerTable:

@@ -441,3 +441,21 @@ class ArcFaceHead(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
         )
         return config
+
+
+def default_loss(model: keras.Model) -> keras.losses.Loss:
+    """The classification loss a model's head implies: sparse categorical cross-entropy.
+
+    Args:
+        model: a classifier, possibly wrapped or ending in float32 casts.
+
+    Returns:
+        ``SparseCategoricalCrossentropy``, on logits unless the model ends with a softmax.
+    """
+    while model.layers and isinstance(model.layers[-1], keras.Model):  # a wrapper or a nested head
+        model = model.layers[-1]
+    for layer in reversed(model.layers):  # skip the float32 casts of :func:`float32_output`
+        activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+        if not (isinstance(layer, keras.layers.Activation) and activation == "linear"):
+            break
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")

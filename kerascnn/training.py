@@ -4,7 +4,8 @@ Four helpers and one call that puts them together:
 
 - :func:`get_strategy` picks the ``tf.distribute`` strategy from the hardware and ``TF_CONFIG``;
 - :func:`set_precision` picks the mixed-precision policy (float32 on CPU, ``mixed_float16`` on
-  GPUs with tensor cores);
+  GPUs with tensor cores); :func:`precision_scope` sets it for a ``with`` block and restores the
+  previous one afterwards;
 - :func:`default_callbacks` gives Keras' own callbacks with sensible defaults: checkpoints,
   resume after an interruption (``BackupAndRestore``), early stopping, learning-rate schedules,
   CSV and TensorBoard logs;
@@ -15,11 +16,10 @@ Example:
     >>> import kerascnn
     >>> from kerascnn import training
     >>> strategy = training.get_strategy()
-    >>> training.set_precision("auto")
-    >>> with strategy.scope():
+    >>> with training.precision_scope("auto"), strategy.scope():
     ...     model = kerascnn.create_model("resnet18", input_shape=(64, 64, 3), classes=40)
     ...     model = training.float32_output(model)
-    >>> history = training.fit(model, train_ds, val_ds, epochs=10, run_dir="runs/orl")
+    ...     history = training.fit(model, train_ds, val_ds, epochs=10, run_dir="runs/orl")
 
 A run killed midway (power cut, preemption, Ctrl-C) resumes where it stopped when the same
 call is run again with the same ``run_dir``.
@@ -27,18 +27,20 @@ call is run again with the same ``run_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import keras
 import tensorflow as tf
 
 from kerascnn.errors import CheckpointMismatchError, ClusterConfigError
+from kerascnn.losses import default_loss
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -193,6 +195,25 @@ def set_precision(policy: str = "auto") -> str:
     return policy
 
 
+@contextlib.contextmanager
+def precision_scope(policy: str = "auto") -> Iterator[str]:
+    """Set a mixed-precision policy for the ``with`` block, then restore the previous one.
+
+    Training sets Keras' global dtype policy; a caller's later models must not inherit it.
+
+    Args:
+        policy: see :func:`set_precision`.
+
+    Yields:
+        The policy name that was set.
+    """
+    previous = keras.config.dtype_policy()
+    try:
+        yield set_precision(policy)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def float32_output(model: keras.Model) -> keras.Model:
     """The model with its outputs in float32 (for mixed precision).
 
@@ -212,8 +233,8 @@ def float32_output(model: keras.Model) -> keras.Model:
     if all(keras.backend.standardize_dtype(t.dtype) == "float32" for t in outputs):
         return model
     cast = [
-        keras.layers.Activation("linear", dtype="float32", name=f"{t._keras_history[0].name}_float32")(t)
-        for t in outputs
+        keras.layers.Activation("linear", dtype="float32", name=f"{name}_float32")(t)
+        for t, name in zip(outputs, model.output_names)
     ]
     return keras.Model(model.inputs, cast if len(cast) > 1 else cast[0], name=model.name)
 
@@ -382,17 +403,6 @@ def _steps(dataset) -> int | None:
     return cardinality if cardinality > 0 else None
 
 
-def _default_loss(model: keras.Model):
-    """Sparse categorical cross-entropy, on logits unless the model ends with a softmax."""
-    while model.layers and isinstance(model.layers[-1], keras.Model):  # a wrapper or a nested head
-        model = model.layers[-1]
-    for layer in reversed(model.layers):  # skip the float32 casts of :func:`float32_output`
-        activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
-        if not (isinstance(layer, keras.layers.Activation) and activation == "linear"):
-            break
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=activation != "softmax")
-
-
 def compile_model(
     model: keras.Model,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
@@ -433,7 +443,7 @@ def compile_model(
     with model.distribute_strategy.scope():
         model.compile(
             optimizer=optimizer,
-            loss=loss if loss is not None else _default_loss(model),
+            loss=loss if loss is not None else default_loss(model),
             metrics=list(metrics or []),
             jit_compile=resolve_jit_compile(jit_compile),
         )
@@ -642,19 +652,20 @@ def train_folder(
     size = image_size or info.default_input_shape[0]
     channels = info.default_input_shape[2]
     strategy = get_strategy()
-    set_precision(precision)
-    keras.utils.set_random_seed(seed)
-    with strategy.scope():
-        model = create_model(model_name, input_shape=(size, size, channels), classes=dataset.num_classes)
-        model = float32_output(model)
-    read = dict(image_size=size, batch_size=batch_size, preprocessing=info.preprocessing, channels=channels, cache=True)
-    train_ds = make_dataset(train, shuffle=True, seed=seed, augment=augment, **read)
-    val_ds = make_dataset(val, **read) if val is not None and len(val) else None
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "class_names.json").write_text(json.dumps(dataset.class_names))
-    history = fit(model, train_ds, val_ds, epochs=epochs, run_dir=run_dir, learning_rate=learning_rate,
-                  patience=patience, verbose=verbose)
+    with precision_scope(precision):
+        keras.utils.set_random_seed(seed)
+        with strategy.scope():
+            model = create_model(model_name, input_shape=(size, size, channels), classes=dataset.num_classes)
+            model = float32_output(model)
+        read = dict(image_size=size, batch_size=batch_size, preprocessing=info.preprocessing, channels=channels,
+                    cache=True)
+        train_ds = make_dataset(train, shuffle=True, seed=seed, augment=augment, **read)
+        val_ds = make_dataset(val, **read) if val is not None and len(val) else None
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "class_names.json").write_text(json.dumps(dataset.class_names))
+        history = fit(model, train_ds, val_ds, epochs=epochs, run_dir=run_dir, learning_rate=learning_rate,
+                      patience=patience, verbose=verbose)
     return model, history
 
 

@@ -118,9 +118,17 @@ def _batch(image: np.ndarray) -> np.ndarray:
 # --- filters and feature maps ----------------------------------------------------------------
 
 
+def _all_layers(model: keras.Model):
+    """Every layer of ``model``, nested models' layers included (depth first, in order)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def first_conv_layer(model: keras.Model) -> keras.layers.Layer:
     """The first ``Conv2D`` layer of a model (searching nested models too)."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _all_layers(model):
         if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
             return layer
     raise ValueError(f"model {model.name!r} has no Conv2D layer")

@@ -17,6 +17,7 @@ import tensorflow as tf
 from _training_worker import resume_run, tiny_data, tiny_model
 from kerascnn import training
 from kerascnn.errors import CheckpointMismatchError, ClusterConfigError
+from kerascnn.losses import default_loss
 
 WORKER = Path(__file__).with_name("_training_worker.py")
 
@@ -79,6 +80,17 @@ def test_set_precision(restore_policy):
     assert training.resolve_jit_compile(True) is True
 
 
+def test_precision_scope_restores_the_previous_policy(restore_policy):
+    keras.mixed_precision.set_global_policy("float32")
+    with training.precision_scope("mixed_bfloat16") as name:
+        assert name == "mixed_bfloat16"
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    with pytest.raises(RuntimeError), training.precision_scope("mixed_float16"):
+        raise RuntimeError("interrupted training")
+    assert keras.config.dtype_policy().name == "float32"
+
+
 def test_float32_output_under_mixed_precision(restore_policy, tmp_path):
     training.set_precision("mixed_bfloat16")
     model = tiny_model()
@@ -103,9 +115,9 @@ def test_default_loss_follows_last_activation():
     logits = keras.Model(x, keras.layers.Dense(3)(x))
     softmax = keras.Model(x, keras.layers.Dense(3, activation="softmax")(x))
     cast = keras.Model(x, keras.layers.Activation("linear", dtype="float32")(softmax.output))
-    assert training._default_loss(logits).get_config()["from_logits"] is True
-    assert training._default_loss(softmax).get_config()["from_logits"] is False
-    assert training._default_loss(cast).get_config()["from_logits"] is False
+    assert default_loss(logits).get_config()["from_logits"] is True
+    assert default_loss(softmax).get_config()["from_logits"] is False
+    assert default_loss(cast).get_config()["from_logits"] is False
 
 
 def test_compile_model_rejects_unknown_optimizer():

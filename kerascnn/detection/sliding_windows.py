@@ -21,6 +21,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kerascnn._keras_compat import call_count
+
 
 def dense_head_to_conv(model: keras.Model, name: str | None = None) -> keras.Model:
     """A fully convolutional copy of a chain classifier with a Flatten + Dense head.
@@ -42,7 +44,7 @@ def dense_head_to_conv(model: keras.Model, name: str | None = None) -> keras.Mod
     """
     chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     for layer in chain:
-        if len(layer._inbound_nodes) != 1 or len(keras.tree.flatten(layer.input)) != 1:
+        if call_count(layer) != 1 or len(keras.tree.flatten(layer.input)) != 1:
             raise ValueError(f"dense_head_to_conv needs a chain of single-input layers; {layer.name!r} is not")
     flat = [i for i, layer in enumerate(chain) if isinstance(layer, layers.Flatten)]
     if len(flat) != 1 or not any(isinstance(layer, layers.Dense) for layer in chain[flat[0] + 1:]):

@@ -80,9 +80,7 @@ def resolve_input(
     if not keras.backend.is_keras_tensor(input_tensor):
         img_input = layers.Input(tensor=input_tensor, shape=input_shape, name="input")
         return img_input, img_input
-    from keras.src.ops.operation_utils import get_source_inputs
-
-    return get_source_inputs(input_tensor), input_tensor
+    return keras.utils.get_source_inputs(input_tensor), input_tensor
 
 
 def check_weights_argument(weights: str | None, include_top: bool, classes: int, model_name: str) -> None:
