@@ -46,7 +46,7 @@ def test_embedding_model_outputs_unit_vectors(pooling, tmp_path):
     emb = np.asarray(model(x))
     assert emb.shape == (16, 16)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
-    assert model.get_layer("tiny_backbone") is not None
+    assert [layer.name for layer in model.get_layer("tiny_backbone").layers[1:]] == ["conv1", "conv2"]
     round_trip(model, tmp_path, x)
 
 
