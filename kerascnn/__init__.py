@@ -26,13 +26,13 @@ _EXPORTS = {
     "port_weights": "kerascnn.models.weights",
     "layer_table": "kerascnn.inspect",
     "load_face_model": "kerascnn.face.model",
-    "finetune_face_model": "kerascnn.face.finetune",
+    "finetune_face_model": "kerascnn.facetrain.finetune",
     "build_embedding_model": "kerascnn.siamese", "TripletLoss": "kerascnn.losses", "evaluate_pairs": "kerascnn.evaluation",
 }
 
 _SUBMODULES = {
     "blocks", "layers", "models", "inspect", "data", "losses", "siamese", "evaluation",
-    "training", "transfer", "face", "visualize", "errors", "detection", "style", "adversarial",
+    "training", "transfer", "face", "facetrain", "visualize", "errors", "detection", "style", "adversarial",
 }
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)

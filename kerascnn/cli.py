@@ -168,7 +168,7 @@ def _cmd_train(args) -> int:
 
 # --- face model: train-face ------------------------------------------------------------------
 def _add_face_model_commands(sub) -> None:
-    from kerascnn.face.train_options import add_arguments
+    from kerascnn.facetrain.options import add_arguments
 
     parser = sub.add_parser(
         "train-face", help="train a face embedder (distillation from dlib, or triplets), score and calibrate it",
@@ -196,7 +196,7 @@ def _cmd_convert_dlib(args) -> int:
 def _train_face(args) -> int:
     import json
 
-    from kerascnn.face.trainer import run
+    from kerascnn.facetrain.trainer import run
 
     card = run(args)
     print(json.dumps({k: card[k] for k in ("accuracy", "calibration") if k in card}, indent=2))
@@ -238,7 +238,7 @@ def _add_finetune_command(sub) -> None:
 def _cmd_finetune_face(args) -> int:
     import json
 
-    from kerascnn.face.finetune import finetune_face_model
+    from kerascnn.facetrain.finetune import finetune_face_model
 
     result = finetune_face_model(
         args.model, args.data, args.out, people=args.people, detector=args.detector,

@@ -174,3 +174,18 @@ class EmbeddingDistillationLoss(keras.losses.Loss):
         config = super().get_config()
         config["distance"] = self.distance
         return config
+
+
+def centred_targets(teacher: np.ndarray, mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher unit vectors minus their mean, renormalised: the distillation targets.
+
+    dlib's descriptors share a large common component (cosines of different people are about
+    0.8); removing it spreads the targets over the sphere, which a unit-vector student matches
+    more easily, without changing which faces are near each other.
+
+    Returns:
+        ``(targets, mean)``.
+    """
+    mean = teacher.mean(0) if mean is None else mean
+    centred = teacher - mean
+    return (centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)).astype(np.float32), mean

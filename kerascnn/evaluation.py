@@ -389,3 +389,18 @@ def plot_distance_histograms(values, same, threshold: float | None, path: str | 
     fig.savefig(os.fspath(path), dpi=100)
     plt.close(fig)
     return os.fspath(path)
+
+
+def impostor_genuine_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of every pair of images, and whether each pair is the same person.
+
+    Args:
+        embeddings: ``(n, d)`` unit vectors.
+        labels: ``(n,)`` identity of each vector.
+
+    Returns:
+        ``(scores, same)`` over the ``n (n - 1) / 2`` pairs ``i < j``.
+    """
+    sims = embeddings @ embeddings.T
+    upper = np.triu_indices(len(labels), 1)
+    return sims[upper], labels[upper[0]] == labels[upper[1]]

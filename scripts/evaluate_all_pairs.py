@@ -50,7 +50,7 @@ def fold_images(pairs_file, images_dir, folds: list[int], max_people: int | None
 def all_pairs_report(embeddings: np.ndarray, labels: np.ndarray, threshold: float | None) -> dict:
     """Verification figures of every pair of unit ``embeddings`` (rows without a face: NaN)."""
     from kerascnn.evaluation import eer, roc_auc, tar_at_far
-    from kerascnn.face.trainer import impostor_genuine_scores
+    from kerascnn.evaluation import impostor_genuine_scores
 
     ok = np.isfinite(embeddings).all(axis=1)
     scores, same = impostor_genuine_scores(embeddings[ok], labels[ok])

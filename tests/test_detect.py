@@ -163,17 +163,39 @@ def test_callable_detector_bad_boxes():
 
 
 def test_get_detector_choices(yunet_path, tmp_path, monkeypatch):
+    from kerascnn.face.detect import SHIPPED_YUNET
+
     monkeypatch.delenv("KERASCNN_DETECTOR_MODEL", raising=False)
-    assert isinstance(get_detector(None), HaarDetector)
+    for spec in (None, "yunet", "YuNet"):  # the shipped YuNet is the default
+        detector = get_detector(spec)
+        assert isinstance(detector, YuNetDetector) and detector.model_path == str(SHIPPED_YUNET)
     assert isinstance(get_detector("haar"), HaarDetector)
     assert isinstance(get_detector(str(yunet_path)), YuNetDetector)
-    with pytest.raises(DetectorError, match="needs its .onnx file"):
-        get_detector("yunet")
-    monkeypatch.setenv("KERASCNN_DETECTOR_MODEL", str(yunet_path))
-    assert isinstance(get_detector(None), YuNetDetector)
-    assert isinstance(get_detector("yunet"), YuNetDetector)
+    own = tmp_path / "own.onnx"
+    own.write_bytes(yunet_path.read_bytes())
+    monkeypatch.setenv("KERASCNN_DETECTOR_MODEL", str(own))
+    assert get_detector(None).model_path == get_detector("yunet").model_path == str(own)
     with pytest.raises(DetectorError, match="unknown face detector 'hog'"):
         get_detector("hog")
+
+
+def test_the_shipped_yunet_is_the_released_file_with_its_licence(yunet_path, tmp_path, monkeypatch):
+    import hashlib
+
+    from kerascnn.face import detect
+
+    assert detect.SHIPPED_YUNET.read_bytes() == yunet_path.read_bytes()
+    assert hashlib.sha256(detect.SHIPPED_YUNET.read_bytes()).hexdigest() == detect.SHIPPED_YUNET_SHA256
+    licence = (detect.SHIPPED_YUNET.parent / "YUNET_LICENSE.txt").read_text()
+    assert "MIT License" in licence and detect.SHIPPED_YUNET_SHA256 in licence
+    damaged = tmp_path / "yunet.onnx"
+    data = bytearray(yunet_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(detect, "SHIPPED_YUNET", damaged)
+    with pytest.raises(DetectorError, match="shipped with kerascnn .* is damaged: sha256 .* reinstall kerascnn"):
+        detect.YuNetDetector()
+    assert isinstance(detect.YuNetDetector(damaged), detect.YuNetDetector)  # a user's own file is not hash-checked
 
 
 def test_get_detector_bad_model_files(tmp_path):

@@ -11,8 +11,10 @@ import pytest
 
 from kerascnn.errors import DatasetError, FaceModelError
 from kerascnn.face import model as fm
-from kerascnn.face import trainer
-from kerascnn.face.facedata import FaceData
+from kerascnn.distillation import centred_targets
+from kerascnn.evaluation import impostor_genuine_scores
+from kerascnn.facetrain import trainer
+from kerascnn.facetrain.data import FaceData
 
 
 # --- the shipped model ---------------------------------------------------------------------------
@@ -64,7 +66,7 @@ def test_shipped_model_verifies_held_out_lfw_pairs(shipped, lfw_pairs, lfw_dir, 
     from kerascnn.data.lfw import read_pairs
     from kerascnn.face.align import align_face
     from kerascnn.face.detect import YuNetDetector
-    from kerascnn.face.facedata import _central_face
+    from kerascnn.facetrain.data import _central_face
 
     pairs = read_pairs(lfw_pairs, lfw_dir)
     fold = np.flatnonzero(pairs.fold == 6)
@@ -169,7 +171,7 @@ def _faces(n=12, canvas=40, size=32, seed=0):
 
 def test_centred_targets_are_unit_and_centred():
     teacher = _faces().teacher
-    targets, mean = trainer.centred_targets(teacher)
+    targets, mean = centred_targets(teacher)
     np.testing.assert_allclose(np.linalg.norm(targets, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(mean, teacher.mean(0), atol=1e-6)
     assert np.mean(teacher @ teacher.T) > 0.8 > np.mean(targets @ targets.T)
@@ -221,7 +223,7 @@ def test_calibration_from_held_out_embeddings():
     centres = rng.normal(size=(40, 16))
     emb = centres[labels] + 0.3 * rng.normal(size=(120, 16))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    scores, same = trainer.impostor_genuine_scores(emb, labels)
+    scores, same = impostor_genuine_scores(emb, labels)
     assert len(scores) == 120 * 119 // 2 and same.sum() == 40 * 3
     calibration = trainer.calibrate_holdout(emb, labels, {"threshold": 0.5})
     assert calibration["metric"] == "cosine" and calibration["threshold"] == 0.5
@@ -232,7 +234,7 @@ def test_calibration_from_held_out_embeddings():
 def test_distillation_targets_stay_the_same_across_epochs():
     """Regression: without a refreshing teacher, the end of an epoch re-centred the already
     centred targets, collapsing them onto one direction (and the model onto a constant)."""
-    from kerascnn.face.trainer import _DistillBatches, centred_targets
+    from kerascnn.facetrain.trainer import _DistillBatches
 
     rng = np.random.default_rng(0)
     teacher = rng.normal(size=(40, 8)) + 3.0  # an offset mean, as real embeddings have

@@ -1,4 +1,4 @@
-"""kerascnn.face.finetune and `kerascnn finetune-face`: freezing, training, resume, card, bad input."""
+"""kerascnn.facetrain.finetune and `kerascnn finetune-face`: freezing, training, resume, card, bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from kerascnn.cli import main
 from kerascnn.errors import DatasetError
-from kerascnn.face.finetune import finetune_face_model, freeze_face_model, model_stages, prepare_face_crops
+from kerascnn.facetrain.finetune import finetune_face_model, freeze_face_model, model_stages, prepare_face_crops
 from kerascnn.face.pipeline import FacePipeline
 from kerascnn.face.model import build_face_embedder, card_path, load_alignment, load_face_model
 
@@ -143,7 +143,7 @@ def test_crops_are_the_pipelines_inference_crops_and_are_cached(tmp_path, orl_di
     assert data.people == ["s3", "s9"] and len(data) == 20 and data.crops.shape[1:] == (150, 150, 3)
     batch = pipeline.embed_images(data.paths[::7], progress=False, keep_crops=True)
     np.testing.assert_array_equal(batch.crops, data.crops[::7])
-    (cached,) = (tmp_path / "finetune").glob("*.npz")
+    (cached,) = (tmp_path / "faces").glob("*.npz")
 
     def no_detector(image):
         raise AssertionError("the cache was not used")

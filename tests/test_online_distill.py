@@ -1,4 +1,4 @@
-"""Online distillation (kerascnn.face.online_distill): the teacher describes every augmented view,
+"""Online distillation (kerascnn.facetrain.distill): the teacher describes every augmented view,
 the same augmentation reaches the student's crop and the teacher's chip, and the trainer runs it."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import pytest
 from _face_helpers import tiny_embedder
 
 from kerascnn.errors import DatasetError, FaceModelError, WeightsMismatchError
-from kerascnn.face import trainer
+from kerascnn.distillation import centred_targets
+from kerascnn.facetrain import trainer
 from kerascnn.face.align import DEFAULT_TEMPLATE, template
-from kerascnn.face.facedata import FaceData
+from kerascnn.facetrain.data import FaceData
 from kerascnn.face.model import load_alignment
-from kerascnn.face.online_distill import OnlineDistillBatches, PairedAugment, ViewAugment, describe
+from kerascnn.facetrain.distill import OnlineDistillBatches, PairedAugment, ViewAugment, describe
 
 CANVAS, SIZE, CHIP = 40, 32, 48
 STILL = ViewAugment(flip=0.0, rotation=0.0, zoom=0.0, shift=0.0, brightness=0.0, contrast=0.0,
@@ -53,9 +54,9 @@ def test_flipped_views_get_the_teacher_embedding_of_the_flipped_chip(teacher):
     np.testing.assert_allclose(views[~flipped], centre[~flipped], atol=1e-3)
     # the reference: the teacher's own embedding of the mirrored (or plain) chip, centred
     plain = np.where(flipped[:, None, None, None], chips[idx][:, :, ::-1], chips[idx])
-    expected, _ = trainer.centred_targets(describe(teacher, plain), mean)
+    expected, _ = centred_targets(describe(teacher, plain), mean)
     np.testing.assert_allclose(targets, expected, atol=1e-5)
-    unflipped_targets, _ = trainer.centred_targets(describe(teacher, chips[idx]), mean)
+    unflipped_targets, _ = centred_targets(describe(teacher, chips[idx]), mean)
     assert np.abs(targets[flipped] - unflipped_targets[flipped]).max() > 1e-3  # the flip mattered
     # same seed, same views and targets; a later epoch draws other views
     again = OnlineDistillBatches(canvases, chips, teacher, augment, batch_size=16, mean=mean, seed=3)
@@ -147,6 +148,10 @@ def test_online_batches_refuse_mismatched_chips(teacher):
 
 
 def test_train_face_options_name_the_online_teacher():
-    args = trainer.parse_args(["--online-teacher", "dlib", "--init-weights", "small"])
+    from kerascnn.cli import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["train-face", "--data", "faces", "--online-teacher", "dlib", "--init-weights", "small"])
     assert args.online_teacher == "dlib" and args.init_weights == "small"
-    assert trainer.parse_args([]).online_teacher is None
+    assert args.detector is None  # the shipped YuNet
+    assert parse(["train-face", "--data", "faces"]).online_teacher is None

@@ -7,7 +7,6 @@ Names load on first use (``kerascnn.face.FacePipeline`` imports TensorFlow only 
 - :mod:`kerascnn.face.pipeline`: ``FacePipeline`` (images -> ``FaceBatch`` of embeddings)
 - :mod:`kerascnn.face.verify`: ``verify`` (1:1), ``identify`` (1:N), ``calibrate``,
   ``calibrate_open_set`` and ``open_set_threshold`` (1:N operating points)
-- :mod:`kerascnn.face.finetune`: ``finetune_face_model`` (triplet fine-tuning of a face model)
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ _EXPORTS = {
     "calibrate": "kerascnn.face.verify",
     "calibrate_open_set": "kerascnn.face.verify",
     "open_set_threshold": "kerascnn.face.verify",
-    "finetune_face_model": "kerascnn.face.finetune",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -3,19 +3,22 @@
 A detector is any callable ``detector(image) -> list[Detection]`` taking an RGB ``uint8`` image
 ``(h, w, 3)``. Three are provided:
 
-- :class:`HaarDetector`, the built-in default: OpenCV's Haar cascades, which ship inside the
-  OpenCV wheel (frontal face, then the eye cascade inside each face for the eye centres).
-- :class:`YuNetDetector`: OpenCV's ``FaceDetectorYN`` on a YuNet ``.onnx`` file the user gives;
-  it returns five landmarks per face and misses far fewer faces than Haar.
+- :class:`YuNetDetector`, the default: OpenCV's ``FaceDetectorYN`` on OpenCV Zoo's YuNet model
+  (MIT licence, 230 KB, shipped inside kerascnn with its licence in ``assets/YUNET_LICENSE.txt``
+  and checked against its sha256 when loaded), or on a YuNet ``.onnx`` file the user gives; it
+  returns five landmarks per face and misses far fewer faces than Haar.
+- :class:`HaarDetector` (``"haar"``): OpenCV's Haar cascades, which ship inside the OpenCV wheel
+  (frontal face, then the eye cascade inside each face for the eye centres).
 - :class:`CallableDetector`: wraps any function that returns boxes ``(x, y, w, h[, score])``.
 
-:func:`get_detector` turns a user's choice (``None``, ``"haar"``, an ``.onnx`` path, a callable)
+:func:`get_detector` turns a user's choice (``None`` or ``"yunet"``, ``"haar"``, an ``.onnx``
+path, a callable)
 into a detector; :func:`select_faces` keeps the largest, the most central, or all faces;
 :func:`align_detection` warps a detection onto the canonical crop of
 :mod:`kerascnn.face.align` and says how it was aligned (``"landmarks"``, ``"eyes"`` or ``"box"``).
 
 Example:
-    >>> detector = get_detector(None)                      # Haar cascades
+    >>> detector = get_detector(None)                      # the shipped YuNet
     >>> faces = select_faces(detector(image), image.shape, "largest", source="a.jpg")
     >>> crop, kind = align_detection(image, faces[0], size=112)
 """
@@ -36,6 +39,9 @@ from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate, align_face
 SELECTIONS = ("largest", "central", "all")
 ALIGNMENTS = ("landmarks", "eyes", "box")
 DETECTOR_MODEL_ENV = "KERASCNN_DETECTOR_MODEL"
+# The YuNet model shipped inside the package, and the sha256 it is checked against when loaded.
+SHIPPED_YUNET = Path(__file__).resolve().parents[1] / "assets" / "face_detection_yunet_2026may.onnx"
+SHIPPED_YUNET_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
 
 # Mean positions of the 5 template landmarks (image-left eye, image-right eye, nose tip, left and
 # right mouth corners) relative to a Haar frontal-face box, as fractions of its width and height
@@ -274,26 +280,30 @@ class HaarDetector:
 
 
 class YuNetDetector:
-    """OpenCV's YuNet face detector (``cv2.FaceDetectorYN``) on a user-supplied ``.onnx`` file.
+    """OpenCV's YuNet face detector (``cv2.FaceDetectorYN``): the shipped model or a user's ``.onnx`` file.
 
     Each detection carries five landmarks in the template order (image-left eye, image-right eye,
     nose tip, mouth corners).
 
     Args:
-        model_path: the YuNet ``.onnx`` file (OpenCV Zoo's ``face_detection_yunet_*.onnx``).
+        model_path: a YuNet ``.onnx`` file (OpenCV Zoo's ``face_detection_yunet_*.onnx``);
+            ``None``: the model shipped inside kerascnn (its sha256 is checked).
         score_threshold: minimum face confidence.
         nms_threshold: overlap above which the weaker of two boxes is dropped.
         max_side: images with a longer side are shrunk before detection.
 
     Raises:
-        DetectorError: the file is missing or is not a model OpenCV can load (names the file).
+        DetectorError: the file is missing or is not a model OpenCV can load (names the file), or
+            the shipped model's bytes differ from the released file.
     """
 
-    def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.6,
+    def __init__(self, model_path: str | os.PathLike | None = None, score_threshold: float = 0.6,
                  nms_threshold: float = 0.3, max_side: int = 1024):
-        self.model_path = os.fspath(model_path)
+        self.model_path = os.fspath(model_path if model_path is not None else SHIPPED_YUNET)
         if not os.path.isfile(self.model_path):
             raise DetectorError(f"face detector model {self.model_path} does not exist (expected a YuNet .onnx file)")
+        if model_path is None:
+            _check_shipped_yunet(self.model_path)
         try:
             self._net = cv2.FaceDetectorYN.create(self.model_path, "", (320, 320), score_threshold, nms_threshold)
         except cv2.error as exc:
@@ -314,6 +324,19 @@ class YuNetDetector:
             for row in (faces if faces is not None else [])
         ]
         return [d.scaled(1.0 / factor) for d in found] if factor != 1.0 else found
+
+
+def _check_shipped_yunet(path: str) -> None:
+    """Refuse a shipped YuNet file whose bytes are not the released model's."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != SHIPPED_YUNET_SHA256:
+        raise DetectorError(
+            f"the face detector shipped with kerascnn ({path}) is damaged: sha256 {digest[:16]}..., expected "
+            f"{SHIPPED_YUNET_SHA256[:16]}...; reinstall kerascnn"
+        )
 
 
 class CallableDetector:
@@ -352,9 +375,10 @@ def get_detector(spec: str | os.PathLike | Callable | None = None) -> Detector:
     """A detector from a user's choice.
 
     Args:
-        spec: None (YuNet from ``$KERASCNN_DETECTOR_MODEL`` when set, else Haar), ``"haar"``,
-            ``"yunet"`` (the model from ``$KERASCNN_DETECTOR_MODEL``), a path to a YuNet
-            ``.onnx`` file, a detector instance, or any callable returning boxes.
+        spec: None or ``"yunet"`` (YuNet: the ``.onnx`` file named by ``$KERASCNN_DETECTOR_MODEL``
+            when set, else the model shipped inside kerascnn), ``"haar"`` (OpenCV's Haar
+            cascades), a path to a YuNet ``.onnx`` file, a detector instance, or any callable
+            returning boxes.
 
     Returns:
         A callable ``detector(image) -> list[Detection]``.
@@ -366,16 +390,11 @@ def get_detector(spec: str | os.PathLike | Callable | None = None) -> Detector:
         return spec
     if callable(spec):
         return CallableDetector(spec)
-    env = os.environ.get(DETECTOR_MODEL_ENV)
-    if spec is None:
-        return YuNetDetector(env) if env else HaarDetector()
-    spec = os.fspath(spec)
+    spec = None if spec is None else os.fspath(spec)
+    if spec is None or spec.lower() == "yunet":
+        return YuNetDetector(os.environ.get(DETECTOR_MODEL_ENV) or None)
     if spec.lower() == "haar":
         return HaarDetector()
-    if spec.lower() == "yunet":
-        if not env:
-            raise DetectorError(f"detector 'yunet' needs its .onnx file: pass its path or set ${DETECTOR_MODEL_ENV}")
-        return YuNetDetector(env)
     if Path(spec).suffix.lower() == ".onnx":
         return YuNetDetector(spec)
     raise DetectorError(f"unknown face detector {spec!r}: expected 'haar', 'yunet', a YuNet .onnx path or a callable")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -22,8 +22,8 @@ from kerascnn.data.folders import MAX_PIXELS, read_image
 from kerascnn.errors import FaceModelError, KerasCNNError
 from kerascnn.face.align import AlignmentTemplate
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
+from kerascnn.progress import progress as progress_bar
 
-PROGRESS_MIN_ITEMS = 64  # show a progress bar from this many inputs on
 FLIPS = ("none", "coarse", "all")
 
 
@@ -285,7 +285,7 @@ class FacePipeline:
                 (or too many) faces.
         """
         items: list[_Item] = []
-        for index, image in enumerate(_progress(images, progress, "detect+align")):
+        for index, image in enumerate(progress_bar(images, progress, "detect+align")):
             items.extend(self._items_of(index, image, strict))
         good = [it for it in items if it.crop is not None]
         embeddings = np.full((len(items), self.embedding_dim), np.nan, np.float32)
@@ -322,13 +322,3 @@ class FacePipeline:
         """The embedding of the one selected face of one image; raises on any problem."""
         batch = self.embed_images([image], progress=False, strict=True)
         return batch.embeddings[0], batch.results[0]
-
-
-def _progress(items: Iterable, enabled: bool, desc: str):
-    """``items`` wrapped in a tqdm bar when enabled and long enough."""
-    items = list(items)
-    if not enabled or len(items) < PROGRESS_MIN_ITEMS:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="img", leave=False)

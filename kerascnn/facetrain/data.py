@@ -13,10 +13,7 @@ and a run can be split across processes (``shard``, ``num_shards``).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +24,11 @@ from kerascnn.data.folders import read_image, scan_folder
 from kerascnn.errors import DatasetError
 from kerascnn.face.align import similarity_transform, template, warp
 from kerascnn.face.detect import YuNetDetector, select_faces
+from kerascnn.facetrain.cache import cache_root, content_key, detector_tag
+from kerascnn.progress import progress as progress_bar
+from kerascnn.progress import progress_counter
 
-DEFAULT_CACHE = Path(os.environ.get("KERASCNN_CACHE", Path.home() / ".cache" / "kerascnn"))
+YUNET_SCORE_THRESHOLD = 0.5
 CHUNK = 256
 
 
@@ -115,30 +115,23 @@ def _box_of(landmarks: np.ndarray) -> np.ndarray:
     return np.array([centre[0] - side / 2, centre[1] - side / 2, side, side], np.float32)
 
 
-class _Progress:
-    """A one-line progress bar on stderr."""
+def cache_folder(root: str | os.PathLike, paths, detector, teacher_name: str | None,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder of one training folder's faces (see :mod:`kerascnn.facetrain.cache`).
 
-    def __init__(self, total: int, label: str):
-        self.total, self.label, self.start, self.done = total, label, time.time(), 0
+    Args:
+        root: the ``identity/image`` folder (its name prefixes the key, for people who look).
+        paths: its images, in scan order.
+        detector: the detector model (path, name or instance).
+        teacher_name: the teacher whose chips and descriptors are cached, or ``None``.
+        cache_dir: the cache root (default :func:`~kerascnn.facetrain.cache.cache_root`).
 
-    def update(self, n: int) -> None:
-        self.done += n
-        rate = self.done / max(time.time() - self.start, 1e-9)
-        left = (self.total - self.done) / max(rate, 1e-9)
-        width = 30
-        filled = int(width * self.done / max(self.total, 1))
-        print(
-            f"\r{self.label} [{'=' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-            f"{rate:.1f} img/s, {left / 60:.1f} min left", end="", file=sys.stderr, flush=True,
-        )
-        if self.done >= self.total:
-            print(file=sys.stderr)
-
-
-def _cache_dir(root: Path, cache_dir: Path, teacher_name: str | None) -> Path:
-    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]
-    tag = f"{root.name}_{digest}_{teacher_name or 'noteacher'}"
-    return cache_dir / "faces" / tag
+    Returns:
+        ``<cache root>/faces/<folder name>_<content key>``.
+    """
+    settings = {"kind": "train", "detector": detector_tag(detector), "score_threshold": YUNET_SCORE_THRESHOLD,
+                "template": template(1).tolist(), "teacher": teacher_name}
+    return cache_root(cache_dir) / "faces" / f"{Path(root).name}_{content_key(paths, settings)}"
 
 
 def _process_chunk(paths, detector, teacher, size, canvas) -> dict:
@@ -191,13 +184,13 @@ def prepare_faces(
 
     Args:
         root: an ``identity/image`` folder.
-        detector_path: the YuNet ``.onnx`` model.
+        detector_path: the YuNet ``.onnx`` model; ``None``: the shipped one.
         size: aligned face size (the model input).
         canvas: side of the stored crops, ``>= size``.
         teacher: a :class:`kerascnn.distillation.TeacherEmbedder`, or ``None``.
         describe: compute the teacher embeddings now; ``"partial"``: only read those already
             cached (NaN rows for the others, see :func:`describe_faces`).
-        cache_dir: cache folder, default ``~/.cache/kerascnn`` (or ``$KERASCNN_CACHE``).
+        cache_dir: cache root (see :func:`kerascnn.facetrain.cache.cache_root`).
         shard: this process's shard.
         num_shards: number of processes sharing the work.
         progress: print a progress bar on stderr.
@@ -213,17 +206,18 @@ def prepare_faces(
         raise DatasetError(f"canvas must be at least the face size {size}, got {canvas}")
     root = Path(root)
     dataset = scan_folder(root)
-    folder = _cache_dir(root, Path(cache_dir or DEFAULT_CACHE), teacher.name if teacher else None)
+    folder = cache_folder(root, dataset.paths, detector_path, teacher.name if teacher else None, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     chunks = range((len(dataset) + CHUNK - 1) // CHUNK)
     todo = [i for i in chunks if i % num_shards == shard and not (folder / f"chunk_{i:04d}.npz").exists()]
-    detector = YuNetDetector(detector_path, score_threshold=0.5)
-    bar = _Progress(sum(len(dataset.paths[i * CHUNK:(i + 1) * CHUNK]) for i in todo), f"faces of {root.name}")
+    detector = YuNetDetector(detector_path, score_threshold=YUNET_SCORE_THRESHOLD)
+    bar = progress_counter(sum(len(dataset.paths[i * CHUNK:(i + 1) * CHUNK]) for i in todo), f"faces of {root.name}",
+                           progress)
     for i in todo:
         paths = dataset.paths[i * CHUNK:(i + 1) * CHUNK]
         _save(folder / f"chunk_{i:04d}.npz", _process_chunk(paths, detector, teacher, size, canvas))
-        if progress:
-            bar.update(len(paths))
+        bar.update(len(paths))
+    bar.close()
     if not all((folder / f"chunk_{i:04d}.npz").exists() for i in chunks):
         return None
     parts = [np.load(folder / f"chunk_{i:04d}.npz") for i in chunks]
@@ -239,12 +233,9 @@ def prepare_faces(
 def _recrop(paths, landmarks, size: int, canvas: int, progress: bool) -> np.ndarray:
     """Crops at another size from the cached landmarks (no detection again)."""
     crops = np.zeros((len(paths), canvas, canvas, 3), np.uint8)
-    bar = _Progress(len(paths), f"crops {size}/{canvas}")
-    for i, (path, marks) in enumerate(zip(paths, landmarks)):
+    for i, (path, marks) in enumerate(progress_bar(list(zip(paths, landmarks)), progress, f"crops {size}/{canvas}")):
         if np.all(np.isfinite(marks)):
             crops[i] = _crop(read_image(path, channels=3), marks, size, canvas)
-        if progress and ((i + 1) % CHUNK == 0 or i + 1 == len(paths)):
-            bar.update(CHUNK if (i + 1) % CHUNK == 0 else (i + 1) % CHUNK)
     return crops
 
 
@@ -279,13 +270,14 @@ def describe_faces(chips: np.ndarray, teacher, cache_dir=None, shard: int = 0, n
     todo = [i for i in chunks if i % num_shards == shard and not (files[i] and files[i].exists())]
     if partial:
         todo = []
-    bar = _Progress(sum(len(chips[i * CHUNK:(i + 1) * CHUNK]) for i in todo), f"teacher {teacher.name}")
+    bar = progress_counter(sum(len(chips[i * CHUNK:(i + 1) * CHUNK]) for i in todo), f"teacher {teacher.name}",
+                           progress)
     for i in todo:
         results[i] = teacher.describe(chips[i * CHUNK:(i + 1) * CHUNK])
         if files[i]:
             _save(files[i], {"teacher": results[i]})
-        if progress:
-            bar.update(len(results[i]))
+        bar.update(len(results[i]))
+    bar.close()
     for i in chunks:
         if i not in results:
             if not (files[i] and files[i].exists()):

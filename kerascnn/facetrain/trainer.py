@@ -5,7 +5,7 @@ The run (what ``scripts/train_face_model.py`` and ``kerascnn train-face`` do):
 1. :func:`load_faces`: aligned crops of every image of the training folders (YuNet, the face
    nearest the centre, :mod:`kerascnn.face.align`'s template), with the teacher's chips and
    embeddings when distilling; cached under ``~/.cache/kerascnn`` (see
-   :mod:`kerascnn.face.facedata`).
+   :mod:`kerascnn.facetrain.data`).
 2. :func:`holdout_split`: the people of one LFW fold (``pairs.txt``) are removed from training;
    that fold's pairs score the model (identity-disjoint evaluation).
 3. :func:`train_face_model`: a small ResNet embedder (:func:`kerascnn.face.model.
@@ -15,7 +15,7 @@ The run (what ``scripts/train_face_model.py`` and ``kerascnn train-face`` do):
    (``teacher=False``); cosine learning-rate schedule, ``BackupAndRestore`` (resume), CSV log.
    With ``online_teacher`` (``--online-teacher dlib``) a Keras teacher describes every
    augmented view instead, on the same augmentation of its own chip
-   (:mod:`kerascnn.face.online_distill`); ``init_weights`` starts from a trained embedder.
+   (:mod:`kerascnn.facetrain.distill`); ``init_weights`` starts from a trained embedder.
 4. :func:`evaluate_holdout`: accuracy (k-fold within the fold's pairs), AUC, EER, TAR at FAR.
 """
 
@@ -31,9 +31,12 @@ import keras
 import numpy as np
 
 from kerascnn.data.lfw import read_pairs
+from kerascnn.distillation import centred_targets
 from kerascnn.errors import DatasetError, FaceModelError, WeightsMismatchError
-from kerascnn.face.facedata import FaceData, prepare_faces
+from kerascnn.evaluation import impostor_genuine_scores
 from kerascnn.face.model import build_face_embedder
+from kerascnn.facetrain.cache import detector_tag
+from kerascnn.facetrain.data import FaceData, prepare_faces
 
 
 @dataclass
@@ -58,13 +61,13 @@ class FaceTrainConfig:
         seed: seed of weights, shuffling and augmentation.
         max_images: use only this many training images (quick runs); ``None``: all.
         online_teacher: a face model (``"dlib"`` or a ``.keras`` path) that describes every
-            augmented view during training (:mod:`kerascnn.face.online_distill`); ``None``: the
+            augmented view during training (:mod:`kerascnn.facetrain.distill`); ``None``: the
             offline targets of ``teacher``.
         init_weights: start from this embedder's weights (same architecture); ``None``: random.
     """
 
     data: list[str] = field(default_factory=list)
-    detector: str = ""
+    detector: str | None = None
     pairs: str | None = None
     lfw_images: str | None = None
     holdout_fold: int = 6
@@ -84,7 +87,7 @@ class FaceTrainConfig:
     init_weights: str | None = None
 
 
-def load_faces(folders, detector: str, size: int = 112, canvas: int = 128, teacher=None,
+def load_faces(folders, detector: str | None, size: int = 112, canvas: int = 128, teacher=None,
                describe: bool = True, cache_dir=None) -> FaceData:
     """Aligned faces of several ``identity/image`` folders, concatenated.
 
@@ -93,7 +96,7 @@ def load_faces(folders, detector: str, size: int = 112, canvas: int = 128, teach
 
     Args:
         folders: the dataset folders.
-        detector: YuNet ``.onnx`` path.
+        detector: YuNet ``.onnx`` path; ``None``: the shipped YuNet.
         size: aligned face size.
         canvas: stored crop size.
         teacher: a teacher embedder, or ``None``.
@@ -200,21 +203,6 @@ def _pk_dataset(crops, labels, p, k, seed):
         yield crops[idx], labels[idx]
 
 
-def centred_targets(teacher: np.ndarray, mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher unit vectors minus their mean, renormalised: the distillation targets.
-
-    dlib's descriptors share a large common component (cosines of different people are about
-    0.8); removing it spreads the targets over the sphere, which a unit-vector student matches
-    more easily, without changing which faces are near each other.
-
-    Returns:
-        ``(targets, mean)``.
-    """
-    mean = teacher.mean(0) if mean is None else mean
-    centred = teacher - mean
-    return (centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)).astype(np.float32), mean
-
-
 class _DistillBatches(keras.utils.PyDataset):
     """Batches of (canvas crops, centred teacher targets), reshuffled each epoch.
 
@@ -299,11 +287,11 @@ def train_face_model(config: FaceTrainConfig, data: FaceData, train_idx: np.ndar
     model = _trainer(embedder, config.canvas, config.input_size, config.seed)
     if config.online_teacher:
         from kerascnn.distillation import EmbeddingDistillationLoss
-        from kerascnn.face.online_distill import OnlineDistillBatches, PairedAugment
+        from kerascnn.facetrain.distill import OnlineDistillBatches, PairedAugment
 
         if online is None or data.chips is None:
             raise DatasetError("online distillation needs the teacher, its alignment and mean (online=...) "
-                               "and its chips in data.chips (see kerascnn.face.trainer.online_teacher)")
+                               "and its chips in data.chips (see kerascnn.facetrain.trainer.online_teacher)")
         teacher_model, alignment, mean = online
         if teacher_model.output_shape[-1] != config.embedding_dim:
             raise FaceModelError(f"the online teacher gives {teacher_model.output_shape[-1]}-d embeddings, "
@@ -410,7 +398,7 @@ def online_teacher(spec: str, data: FaceData, train_idx: np.ndarray, sample: int
         ``(teacher_model, alignment, mean)``.
     """
     from kerascnn.face.model import load_alignment, load_face_model
-    from kerascnn.face.online_distill import describe, teacher_chips
+    from kerascnn.facetrain.distill import describe, teacher_chips
 
     model = load_face_model(spec)
     alignment = load_alignment(spec)
@@ -420,28 +408,21 @@ def online_teacher(spec: str, data: FaceData, train_idx: np.ndarray, sample: int
     return model, alignment, mean
 
 
-def _teacher_refresher(folders, teacher, cache_dir):
+def _teacher_refresher(folders, detector, teacher, cache_dir):
     """A callable re-reading the teacher embeddings cached so far (NaN rows for the others)."""
     from kerascnn.data.folders import scan_folder
-    from kerascnn.face.facedata import DEFAULT_CACHE, _cache_dir, describe_faces
+    from kerascnn.facetrain.data import cache_folder, describe_faces
 
-    sizes = [len(scan_folder(f)) for f in folders]
+    datasets = [scan_folder(f) for f in folders]
+    caches = [cache_folder(f, d.paths, detector, teacher.name, cache_dir) for f, d in zip(folders, datasets)]
 
     def refresh():
         return np.concatenate([
-            describe_faces(np.empty((n, 0)), teacher, _cache_dir(Path(f), Path(cache_dir or DEFAULT_CACHE), teacher.name),
-                           progress=False, partial=True)
-            for f, n in zip(folders, sizes)
+            describe_faces(np.empty((len(d), 0)), teacher, c, progress=False, partial=True)
+            for d, c in zip(datasets, caches)
         ])
 
     return refresh
-
-
-def impostor_genuine_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarities of every pair of images, and whether each pair is the same person."""
-    sims = embeddings @ embeddings.T
-    upper = np.triu_indices(len(labels), 1)
-    return sims[upper], labels[upper[0]] == labels[upper[1]]
 
 
 def calibrate_holdout(embeddings: np.ndarray, labels: np.ndarray, pair_report: dict) -> dict:
@@ -464,17 +445,6 @@ def calibrate_holdout(embeddings: np.ndarray, labels: np.ndarray, pair_report: d
     }
 
 
-def parse_args(argv=None):
-    """The options of ``scripts/train_face_model.py`` / ``kerascnn train-face``."""
-    import argparse
-
-    from kerascnn.face.train_options import add_arguments
-
-    parser = argparse.ArgumentParser(prog="train_face_model", description="Train the default face embedder.")
-    add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def _device() -> str:
     """What trained the model, for the card: the GPUs, or the CPU core count."""
     gpus = []
@@ -489,8 +459,7 @@ def run(args) -> dict:
     """Run a whole training from parsed options; returns the card."""
     from kerascnn.face.model import save_calibration
 
-    data_folders = args.data or [str(Path(args.detector).parents[1] / "data" / "lfw" / "images"),
-                                 str(Path(args.detector).parents[1] / "data" / "orl")]
+    data_folders = args.data
     canvas = args.canvas or int(round(args.input_size * 1.25))
     config = FaceTrainConfig(
         data=data_folders, detector=args.detector, pairs=args.pairs, lfw_images=args.lfw_images,
@@ -515,7 +484,7 @@ def run(args) -> dict:
             raise DatasetError("--pairs needs --lfw-images (the folder its image names refer to)")
         config.lfw_images = images
         train_idx, left, right, same = holdout_split(data, config.pairs, images, config.holdout_fold)
-    refresh = _teacher_refresher(config.data, teacher, args.cache_dir) if args.teacher_partial else None
+    refresh = _teacher_refresher(config.data, config.detector, teacher, args.cache_dir) if args.teacher_partial else None
     online = online_teacher(config.online_teacher, data, train_idx, seed=config.seed) if config.online_teacher else None
     embedder, history, seconds, rate = train_face_model(config, data, train_idx, out, refresh, online=online)
     if refresh is not None:
@@ -549,7 +518,7 @@ def run(args) -> dict:
             "folders": [str(f) for f in config.data], "images": len(data), "identities": len(data.class_names),
             "training_images": int(len(train_idx)),
             "training_images_with_teacher": int(np.isfinite(data.teacher[train_idx]).all(1).sum()) if data.teacher is not None else None,
-            "faces_not_detected": int((~data.detected).sum()), "detector": Path(config.detector).name,
+            "faces_not_detected": int((~data.detected).sum()), "detector": detector_tag(config.detector),
         },
         "settings": config_dict(config),
         "seed": config.seed,
@@ -618,10 +587,3 @@ def card_markdown(card: dict) -> str:
               "accuracy elsewhere (other ages, poses, cameras, demographics) is not measured here. "
               "Do not use it for decisions about people without your own evaluation.", ""]
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    """Command-line entry point."""
-    card = run(parse_args(argv))
-    print(json.dumps({k: card[k] for k in ("accuracy", "calibration", "training") if k in card}, indent=2))
-    return 0

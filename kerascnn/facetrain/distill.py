@@ -1,12 +1,12 @@
 """Online distillation: a Keras teacher describes every augmented view the student sees.
 
-The offline recipe (:mod:`kerascnn.face.trainer` with ``teacher=True``) computes one teacher
+The offline recipe (:mod:`kerascnn.facetrain.trainer` with ``teacher=True``) computes one teacher
 embedding per image and asks every augmented view of that image to match it: a flipped or
 rotated view gets the target of the unflipped, unrotated face. Here the teacher (the default
 ``dlib`` model, or any embedder) runs on each batch, on the *same* augmented view.
 
 The two models see the face through different crops: the student a ``size`` square aligned on
-the InsightFace template (stored on a ``canvas`` with a margin, :mod:`kerascnn.face.facedata`),
+the InsightFace template (stored on a ``canvas`` with a margin, :mod:`kerascnn.facetrain.data`),
 the teacher its own ``chip_size`` chip aligned on its card's template. Both are similarity
 warps of the same photo, so one augmentation can be drawn once and applied to both:
 
@@ -42,7 +42,7 @@ GREY = np.array([0.299, 0.587, 0.114], np.float32)
 
 @dataclass(frozen=True)
 class ViewAugment:
-    """Ranges of the paired augmentation (the offline recipe's, :func:`kerascnn.face.trainer.build_augmenter`).
+    """Ranges of the paired augmentation (the offline recipe's, :func:`kerascnn.facetrain.trainer.build_augmenter`).
 
     Attributes:
         flip: probability of a horizontal mirror.
@@ -210,7 +210,7 @@ class OnlineDistillBatches(keras.utils.PyDataset):
         augment: the :class:`PairedAugment`.
         batch_size: views per batch.
         mean: the mean teacher embedding subtracted from every target
-            (:func:`kerascnn.face.trainer.centred_targets`).
+            (:func:`kerascnn.distillation.centred_targets`).
         seed: shuffling and augmentation seed.
 
     Raises:
@@ -246,7 +246,7 @@ class OnlineDistillBatches(keras.utils.PyDataset):
         return idx, student, teacher, params
 
     def __getitem__(self, i):
-        from kerascnn.face.trainer import centred_targets
+        from kerascnn.distillation import centred_targets
 
         _, student, teacher_views, _ = self.views(i)
         targets, _ = centred_targets(describe(self.teacher, teacher_views, self.batch_size), self.mean)

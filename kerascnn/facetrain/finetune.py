@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from kerascnn.errors import DatasetError, FaceModelError, KerasCNNError
+from kerascnn.facetrain.cache import cache_root, content_key, detector_tag
+from kerascnn.progress import progress as progress_bar
 
 DEFAULT_STEPS = 300
 
@@ -91,16 +92,6 @@ class FinetuneResult:
 
 
 # --- data -----------------------------------------------------------------------------------
-def _cache_key(files: list[str], detector_spec, alignment: dict, size: int) -> str:
-    h = hashlib.sha1()
-    for f in files:
-        st = os.stat(f)
-        h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    env = os.environ.get("KERASCNN_DETECTOR_MODEL", "")
-    h.update(json.dumps([str(detector_spec), env, alignment, size], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
 def prepare_face_crops(
     data_folders: Sequence[str | os.PathLike],
     pipeline,
@@ -116,7 +107,7 @@ def prepare_face_crops(
         pipeline: a :class:`kerascnn.face.pipeline.FacePipeline` (its detector, selection,
             alignment template and crop size are used).
         people: keep only these person folders (those absent from a folder are ignored).
-        cache_dir: cache root (default ``$KERASCNN_CACHE`` or ``~/.cache/kerascnn``).
+        cache_dir: cache root (see :func:`kerascnn.facetrain.cache.cache_root`).
         detector_spec: what built the pipeline's detector (part of the cache key).
         progress: show a progress bar for long folders.
 
@@ -128,13 +119,11 @@ def prepare_face_crops(
     """
     from kerascnn.data.folders import read_image, scan_folder
     from kerascnn.face.detect import as_rgb
-    from kerascnn.face.facedata import DEFAULT_CACHE
-    from kerascnn.face.pipeline import _progress
 
     folders = [Path(f) for f in data_folders]
     if not folders:
         raise DatasetError("no data folder given (expected <folder>/<person>/<image> folders)")
-    cache = Path(cache_dir or DEFAULT_CACHE) / "finetune"
+    cache = cache_root(cache_dir) / "faces"
     crops, labels, names, paths, skipped = [], [], [], [], []
     for folder in folders:
         if not folder.is_dir():
@@ -146,15 +135,16 @@ def prepare_face_crops(
             raise DatasetError(
                 f"data folder {folder} has no person folders{wanted} (expected {folder}/<person>/<image>)")
         dataset = scan_folder(folder, classes=chosen, skip_empty_classes=True)
-        key = _cache_key(dataset.paths, detector_spec, pipeline.alignment.to_dict(), pipeline.image_size)
-        file = cache / f"{folder.name}_{key}.npz"
+        settings = {"kind": "pipeline", "detector": detector_tag(detector_spec), "select": pipeline.select,
+                    "alignment": pipeline.alignment.to_dict(), "size": pipeline.image_size}
+        file = cache / f"{folder.name}_{content_key(dataset.paths, settings)}.npz"
         if file.is_file():
             saved = np.load(file, allow_pickle=False)
             ok, folder_crops = saved["ok"], saved["crops"]
             messages = [str(m) for m in saved["messages"]]
         else:
             folder_crops, ok, messages = [], [], []
-            for path in _progress(dataset.paths, progress, f"faces of {folder.name}"):
+            for path in progress_bar(dataset.paths, progress, f"faces of {folder.name}"):
                 try:
                     face = pipeline.detect_and_align(as_rgb(read_image(path), path), path)[0]
                     folder_crops.append(face[1])
@@ -283,7 +273,7 @@ def all_pairs_figures(embeddings: np.ndarray, labels: np.ndarray) -> dict:
         there are fewer than 1,000 impostor pairs.
     """
     from kerascnn.evaluation import best_threshold, eer, roc_auc, tar_at_far
-    from kerascnn.face.trainer import impostor_genuine_scores
+    from kerascnn.evaluation import impostor_genuine_scores
 
     scores, same = impostor_genuine_scores(embeddings, np.asarray(labels))
     impostors = int((~same).sum())
@@ -436,7 +426,7 @@ def finetune_face_model(
         "schedule": "cosine decay (AdamW, weight decay 1e-4)",
         "loss": f"TripletLoss(margin={margin}, mining={mining!r}, distance='squared_euclidean')",
         "augmentation": augment, "seed": seed,
-        "detector": str(detector or os.environ.get("KERASCNN_DETECTOR_MODEL") or "haar"),
+        "detector": detector_tag(detector),
     }, {"seconds_this_call": round(seconds, 1), "epochs_this_call": len(history.epoch), "loss_per_epoch": losses})
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return FinetuneResult(keras_model, path, card)
@@ -452,7 +442,7 @@ def _card(model, path, source_name, source_card, pipeline, train, folders, froze
                                            "color": "RGB"}),
         "output": source_card.get("output", {"embedding_dim": int(model.output_shape[-1]), "metric": "cosine"}),
         "alignment": source_card.get("alignment", pipeline.alignment.to_dict()),
-        "training": {"method": "fine-tuning with triplet loss on P x K batches (kerascnn.face.finetune)",
+        "training": {"method": "fine-tuning with triplet loss on P x K batches (kerascnn.facetrain.finetune)",
                      "frozen": frozen, **run},
         "data": {"folders": [str(f) for f in folders], **train.summary(),
                  "faces_not_found_examples": [f"{p}: {m}" for p, m in train.skipped[:5]]},

@@ -1,23 +1,17 @@
-"""Command-line options of a face-model training run (shared by the script and ``kerascnn train-face``).
+"""Command-line options of a face-model training run (``kerascnn train-face``).
 
-Kept apart from :mod:`kerascnn.face.trainer` so that building the parser imports nothing heavy.
+Kept apart from :mod:`kerascnn.facetrain.trainer` so that building the parser imports nothing heavy.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-SHARED = Path(os.environ.get("KERASCNN_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-
 
 def add_arguments(parser) -> None:
     """Add the training options to an ``argparse`` parser."""
-    parser.add_argument("--data", action="append", default=None,
-                        help="identity/image folder to train on (repeat; default the shared LFW images and ORL)")
-    parser.add_argument("--detector", default=os.environ.get(
-        "KERASCNN_DETECTOR_MODEL", str(SHARED / "models" / "face_detection_yunet_2026may.onnx")),
-        help="YuNet .onnx face detector used to align the training faces")
+    parser.add_argument("--data", action="append", required=True,
+                        help="identity/image folder to train on (repeat for several, e.g. LFW's images and ORL)")
+    parser.add_argument("--detector", default=None,
+                        help="YuNet .onnx face detector used to align the training faces (default: the shipped YuNet)")
     parser.add_argument("--pairs", default=None, help="LFW pairs.txt whose --holdout-fold is held out and scored")
     parser.add_argument("--lfw-images", default=None,
                         help="folder the pairs refer to (default: the --data folder named 'images')")
