@@ -780,7 +780,7 @@ def test_version_1_gallery_is_upgraded_when_opened_writable(tmp_path, rng):
 
 
 def test_postgres_schemas_are_separate_galleries(postgres_server, rng):
-    """One gallery per schema of one database (the shards of docs/gallery_at_scale.md): separate
+    """One gallery per schema of one database (the shards of docs/galleries.md): separate
     contents, and a writer holding one schema's lock does not block the other's."""
     import psycopg
 
