@@ -111,6 +111,18 @@ def test_malformed_locations_are_refused_without_quoting_them(postgres_server, t
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unknown_schemes_and_passwords_holding_a_scheme_show_no_password(tmp_path, monkeypatch):
+    """An unknown scheme shows the scheme only; a key=value string whose password holds ``://``
+    is not taken for a URL (whose "scheme" would be the text before it)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GalleryInputError, match=r"gallery mysql://\.\.\. has an unknown scheme") as info:
+        Gallery(f"MySQL://kiosk:{PLAIN_SECRET}@db/faces", IDENTITY)
+    assert secrets_in(info.value, *SECRETS) == []
+    with pytest.raises(GalleryInputError, match=r"gallery password=\.\.\. is not a valid PostgreSQL location") as info:
+        Gallery(f"password={PLAIN_SECRET}://x bogus=1", IDENTITY)
+    assert secrets_in(info.value, *SECRETS, f"{PLAIN_SECRET}:") == [] and list(tmp_path.iterdir()) == []
+
+
 def test_wrong_password_errors_hold_no_password(postgres_server, database, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for location in (postgres_server.url(database, password=WRONG), conninfo(postgres_server, database, WRONG)):

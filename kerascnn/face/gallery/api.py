@@ -116,7 +116,7 @@ class Gallery:
     # -- plumbing -----------------------------------------------------------------------------
     @property
     def location(self) -> str:
-        """How messages name this gallery (its file, or its URL without the password)."""
+        """How messages name this gallery (its file, or its database location with the password as ``***``)."""
         return self._store.location
 
     @contextlib.contextmanager

@@ -1,12 +1,12 @@
 """The shared store: a gallery in a PostgreSQL database, through psycopg 3 (the ``postgres`` extra).
 
 ``Gallery("postgresql://user:password@host:5432/dbname")`` (or libpq's ``"host=... dbname=..."``)
-keeps its three tables in the database's current schema (choose another with ``?options=-csearch_path%3Dfaces``). Writers take
-a transaction-scoped advisory lock of that schema first, so, as with SQLite's ``BEGIN
-IMMEDIATE``, one write transaction runs at a time and waits up to ``timeout`` seconds for the one
-before (``lock_timeout``); readers use ``REPEATABLE READ`` snapshots and never wait. A client
-killed mid-transaction, or a server that goes away, commits nothing of that transaction; the
-next transaction of a surviving client reconnects.
+keeps its three tables in the database's current schema (choose another with
+``?options=-csearch_path%3Dfaces``). Writers take a transaction-scoped advisory lock of that
+schema first, so, as with SQLite's ``BEGIN IMMEDIATE``, one write transaction runs at a time and
+waits up to ``timeout`` seconds for the one before (``lock_timeout``); readers use ``REPEATABLE
+READ`` snapshots and never wait. A client killed mid-transaction, or a server that goes away,
+commits nothing of that transaction; the next transaction of a surviving client reconnects.
 
 The database must exist; an empty one (no table in the schema) gets the gallery's tables, one
 holding other tables is refused and left untouched. No message, ``repr`` or exception shows the
