@@ -441,7 +441,7 @@ def _cmd_identify(args) -> int:
         if size == 0:
             from kerascnn.errors import EmptyGalleryError
 
-            raise EmptyGalleryError(f"gallery {args.gallery} is empty: enroll someone before identifying")
+            raise EmptyGalleryError(f"gallery {gallery.location} is empty: enroll someone before identifying")
         threshold, metric, point, described = _identify_threshold(args, size)
         probe, face = pipeline.embed_one(args.image)
         result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
@@ -699,7 +699,8 @@ def _demo_failures(rows: list[dict]) -> str:
 
 # --- gallery: enroll, list, remove, rename, export, import ----------------------------------
 GALLERY_HELP = ("the gallery: a SQLite file (G.db), or a PostgreSQL database "
-                "postgresql://user[:password]@host[:port]/dbname (pip install 'kerascnn[postgres]')")
+                "postgresql://user[:password]@host[:port]/dbname or 'host=... dbname=...' (pip install "
+                "'kerascnn[postgres]'); output shows the password as ***")
 
 
 def _add_gallery_commands(sub) -> None:
@@ -767,12 +768,12 @@ def _cmd_enroll(args) -> int:
         else:
             report = gallery.enroll_images(args.name, args.images, pipeline, strict=True)
     lines = [f"skipped {path}: {error}" for path, error in report.failures]
-    lines.append(f"enrolled {len(report.enrolled)} identities, {report.templates} templates into {args.gallery}"
+    lines.append(f"enrolled {len(report.enrolled)} identities, {report.templates} templates into {gallery.location}"
                  + (f" ({report.skipped} images already enrolled)" if report.skipped else ""))
     nothing = args.folder and report.templates == 0 and report.skipped == 0 and report.failures
     if nothing:  # every item failed: an error, not a success
         lines.append(f"nothing enrolled: all {len(report.failures)} items of {args.folder} failed")
-    _print(args, {"gallery": args.gallery, **report.to_dict(), "nothing_enrolled": bool(nothing)}, "\n".join(lines))
+    _print(args, {"gallery": gallery.location, **report.to_dict(), "nothing_enrolled": bool(nothing)}, "\n".join(lines))
     if nothing:
         print(f"kerascnn enroll: error: nothing enrolled from {args.folder}: all {len(report.failures)} items "
               "failed (see above)", file=sys.stderr)
@@ -790,7 +791,7 @@ def _cmd_list(args) -> int:
     rows = [f"{'NAME':<{width}}  TEMPLATES  CREATED"]
     rows += [f"{i.name:<{width}}  {i.templates:>9}  {i.created}" for i in infos]
     rows.append(f"{len(infos)} identities, {total} templates (model {model['name'] if model else 'not recorded'})")
-    _print(args, {"gallery": args.gallery, "model_identity": model, "identities": [i.to_dict() for i in infos],
+    _print(args, {"gallery": gallery.location, "model_identity": model, "identities": [i.to_dict() for i in infos],
                   "templates": total}, "\n".join(rows))
     return EXIT_OK
 
@@ -831,7 +832,7 @@ def _cmd_import(args) -> int:
     read_export(Path(args.file))  # a bad file is refused before a new gallery is created for it
     with open_gallery(args.gallery, timeout=args.timeout) as gallery:
         count = gallery.import_(args.file)
-    _print(args, {"imported": args.file, "templates": count}, f"imported {count} templates into {args.gallery}")
+    _print(args, {"imported": args.file, "templates": count}, f"imported {count} templates into {gallery.location}")
     return EXIT_OK
 
 

@@ -48,7 +48,7 @@ from kerascnn.face.gallery.records import (
     source_digests,
     to_blob,
 )
-from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore, is_url, open_store
+from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore, is_database, open_store
 
 _FULL_RELOAD = 1000  # more identities changed than this (and than a quarter of the index): reload all
 
@@ -57,8 +57,9 @@ class Gallery:
     """Enrolled identities and their face templates, in one store.
 
     Args:
-        path: the gallery: a SQLite file path (the embedded store) or a database URL of another
-            store.
+        path: the gallery: a SQLite file path (the embedded store), a database URL of another
+            store, or a libpq ``key=value`` string (PostgreSQL). Messages, ``repr`` and
+            :attr:`location` never show its password.
         model_identity: the :func:`model_identity` of the embedding model in use. Stored when
             the gallery is created (or at its first enrollment if it had none); an existing
             gallery enrolled with another model refuses enroll, search and import. ``None``
@@ -89,7 +90,7 @@ class Gallery:
     ) -> None:
         if index not in ("exact", "faiss"):
             raise ValueError(f"index must be 'exact' or 'faiss', got {index!r}")
-        self.path = path if is_url(path) else Path(path)
+        self.path = path if is_database(path) else Path(path)
         self.timeout = float(timeout)
         self.index = index
         self.nprobe = int(nprobe)
@@ -115,7 +116,7 @@ class Gallery:
     # -- plumbing -----------------------------------------------------------------------------
     @property
     def location(self) -> str:
-        """How messages name this gallery (its file, or its URL without the password)."""
+        """How messages name this gallery (its file, or its database location with the password as ``***``)."""
         return self._store.location
 
     @contextlib.contextmanager
@@ -495,7 +496,7 @@ class Gallery:
         path = Path(path)
         check_extension(path)
         if os.path.lexists(path):
-            if not is_url(self.path) and os.path.exists(path) and os.path.samefile(path, self.path):
+            if not is_database(self.path) and os.path.exists(path) and os.path.samefile(path, self.path):
                 raise GalleryInputError(f"cannot export gallery {self.location} onto itself: give another file name")
             if not path.is_dir() and not overwrite:
                 raise GalleryInputError(f"export file {path} already exists: pass --force (overwrite=True) to "
@@ -666,7 +667,7 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
     Yields:
         The open gallery (closed on leaving the block).
     """
-    if not is_url(path) and not Path(path).exists() and create:
+    if not is_database(path) and not Path(path).exists() and create:
         _create_atomically(Path(path), model_identity, kwargs.get("timeout", 10.0))
     with Gallery(path, model_identity, create=create, **kwargs) as gallery:
         yield gallery

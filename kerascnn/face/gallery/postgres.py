@@ -1,15 +1,17 @@
 """The shared store: a gallery in a PostgreSQL database, through psycopg 3 (the ``postgres`` extra).
 
-``Gallery("postgresql://user:password@host:5432/dbname")`` keeps its three tables in the
-database's current schema (choose another with ``?options=-csearch_path%3Dfaces``). Writers take
-a transaction-scoped advisory lock of that schema first, so, as with SQLite's ``BEGIN
-IMMEDIATE``, one write transaction runs at a time and waits up to ``timeout`` seconds for the one
-before (``lock_timeout``); readers use ``REPEATABLE READ`` snapshots and never wait. A client
-killed mid-transaction, or a server that goes away, commits nothing of that transaction; the
-next transaction of a surviving client reconnects.
+``Gallery("postgresql://user:password@host:5432/dbname")`` (or libpq's ``"host=... dbname=..."``)
+keeps its three tables in the database's current schema (choose another with
+``?options=-csearch_path%3Dfaces``). Writers take a transaction-scoped advisory lock of that
+schema first, so, as with SQLite's ``BEGIN IMMEDIATE``, one write transaction runs at a time and
+waits up to ``timeout`` seconds for the one before (``lock_timeout``); readers use ``REPEATABLE
+READ`` snapshots and never wait. A client killed mid-transaction, or a server that goes away,
+commits nothing of that transaction; the next transaction of a surviving client reconnects.
 
 The database must exist; an empty one (no table in the schema) gets the gallery's tables, one
-holding other tables is refused and left untouched.
+holding other tables is refused and left untouched. No message, ``repr`` or exception shows the
+password: the location is parsed by libpq (through psycopg) before anything else, and only its
+masked form (:func:`parse_location`) is ever shown.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from __future__ import annotations
 import contextlib
 import re
 from typing import Any, Iterator
+from urllib.parse import parse_qsl, quote, urlencode
 
 from kerascnn.errors import (
     GalleryConnectionError,
     GalleryCorruptError,
     GalleryError,
+    GalleryInputError,
     GalleryLockedError,
     GalleryNotFoundError,
 )
-from kerascnn.face.gallery.store import GalleryStore
+from kerascnn.face.gallery.store import GalleryStore, url_scheme
 
 _DDL_V1 = [
     "CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT)",
@@ -43,10 +47,64 @@ _DDL_V2 = [
 _WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('kerascnn-gallery:' || current_schema()))"
 
 
-def redact(url: str) -> str:
-    """``url`` without its password (in the user part or a ``password=`` parameter)."""
-    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+LOCATION_FORMS = ("postgresql://user[:password]@host[:port]/dbname[?param=value&...] or libpq's key=value form "
+                  "(host=... user=... dbname=...)")
+
+
+def parse_location(location: str) -> tuple[dict[str, str], str]:
+    """The connection parameters of a PostgreSQL gallery location, and how messages show it.
+
+    Args:
+        location: a ``postgresql://`` or ``postgres://`` URL (its scheme in any case) or a libpq
+            ``key=value`` string.
+
+    Returns:
+        ``(params, shown)``: the parameters as libpq reads them (psycopg's ``conninfo_to_dict``),
+        and the location with ``***`` for its password and ``sslpassword`` (a URL stays a URL).
+
+    Raises:
+        ImportError: psycopg is not installed.
+        GalleryInputError: text libpq cannot parse, or a URL with an ``@`` after its host or two
+            in its user part (an unencoded ``@``, ``/``, ``?`` or ``#`` of the user name or
+            password, which libpq would read as part of the host or database). The message never
+            quotes the location.
+    """
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    scheme = url_scheme(location)
+    problem = None
+    if scheme is None:
+        text, head = location, location.split("=", 1)[0].strip() + "=..."
+    else:
+        rest = location.split("://", 1)[1]
+        text, head = f"{scheme}://{rest}", f"{scheme}://..."
+        authority, tail = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL).groups()
+        if authority.count("@") > 1 or "@" in tail:
+            problem = ("its user name or password holds an @, /, ? or # that is not percent-encoded "
+                       "(write them as %40, %2F, %3F, %23)")
+    if problem is None:
+        try:
+            params = conninfo_to_dict(text)
+        except Error:  # libpq's message quotes the text
+            problem = ("libpq cannot parse it (a % not followed by two hex digits, a [ without its ], an unknown "
+                       "parameter, a quote left open...)")
+    if problem is not None:  # raised outside the except clause: no chained exception holds the text
+        raise GalleryInputError(
+            f"gallery {head} is not a valid PostgreSQL location: {problem}; expected {LOCATION_FORMS} (the location "
+            "is not shown: it may hold a password)" + ("; a SQLite file of such a name is written ./NAME"
+                                                        if scheme is None else ""))
+    if scheme is None:
+        return params, make_conninfo("", **{k: "***" if k in SECRET_PARAMETERS else v for k, v in params.items()})
+    user, at, host = authority.rpartition("@")
+    if ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    path, question, query = tail.partition("?")
+    if query:
+        query = urlencode([(k, "***" if k in SECRET_PARAMETERS else v)
+                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="*", quote_via=quote)
+    return params, f"{scheme}://{user}{at}{host}{path}{question}{query}"
 
 
 class _Connection:
@@ -68,30 +126,32 @@ class PostgresStore(GalleryStore):
     """A gallery in a PostgreSQL database.
 
     Args:
-        url: ``postgresql://[user[:password]@][host][:port]/dbname[?param=value...]`` (libpq's
-            URL; a password may also come from ``~/.pgpass`` or ``PGPASSWORD``).
+        location: ``postgresql://[user[:password]@][host][:port]/dbname[?param=value...]`` (libpq's
+            URL, the scheme in any case) or libpq's ``key=value`` string; a password may also come
+            from ``~/.pgpass`` or ``PGPASSWORD``.
         create: create the gallery's tables in an empty database.
         timeout: seconds to wait for the server to answer a connection, and for another writer.
         read_only: refuse every change (search and list only).
 
     Raises:
         GalleryError: psycopg is not installed.
+        GalleryInputError: a location that does not parse (see :func:`parse_location`).
         GalleryConnectionError: the server cannot be reached or refuses the credentials.
         GalleryNotFoundError: the database does not exist.
     """
 
     kind = "database"
 
-    def __init__(self, url: str, create: bool, timeout: float, read_only: bool) -> None:
+    def __init__(self, location: str, create: bool, timeout: float, read_only: bool) -> None:
         try:
             import psycopg
         except ImportError as exc:
             raise GalleryError(
-                f"gallery {redact(url)} needs psycopg 3: pip install 'psycopg[binary]' (the 'postgres' extra)"
+                "a PostgreSQL gallery (postgresql://... or key=value) needs psycopg 3: pip install 'psycopg[binary]' "
+                "(the 'postgres' extra)"
             ) from exc
         self._psycopg = psycopg
-        self.url = url
-        self.location = redact(url)
+        self._params, self.location = parse_location(location)
         self.timeout = float(timeout)
         self.read_only = bool(read_only)
         self._conn: Any = None
@@ -100,7 +160,8 @@ class PostgresStore(GalleryStore):
 
     def _connect(self) -> None:
         with self._errors():
-            self._conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=max(2, round(self.timeout)))
+            self._conn = self._psycopg.connect(
+                **{**self._params, "connect_timeout": max(2, round(self.timeout))}, autocommit=True)
             self._conn.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")  # how long a writer waits
 
     # -- the store interface ----------------------------------------------------------------------

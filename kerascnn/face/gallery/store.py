@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import re
 from typing import Any, Protocol
 
 from kerascnn.errors import GalleryCorruptError, GalleryNotFoundError
@@ -131,12 +132,36 @@ class GalleryStore(abc.ABC):
         return f"{type(self).__name__}({self.location!r}, read_only={self.read_only})"
 
 
-def is_url(location: Any) -> bool:
-    """True for a database URL (``scheme://...``) rather than a file path."""
-    return isinstance(location, str) and "://" in location
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=")
 
 
-# URL scheme -> "module:class" of its store; a file path opens the SQLite store.
+def url_scheme(location: Any) -> str | None:
+    """The scheme of a database URL (``scheme://...``), lower-cased.
+
+    Args:
+        location: a gallery location.
+
+    Returns:
+        The scheme, or None when ``location`` is not a URL (a file path, a key=value string).
+    """
+    match = _SCHEME.match(location) if isinstance(location, str) else None
+    return match.group(1).lower() if match else None
+
+
+def is_conninfo(location: Any) -> bool:
+    """True for a libpq ``key=value`` string (``"host=db user=kiosk dbname=faces"``): text that
+    starts with ``word=``. (A file of such a name is written ``./word=...``.)"""
+    return isinstance(location, str) and _CONNINFO.match(location) is not None
+
+
+def is_database(location: Any) -> bool:
+    """True for the location of a gallery in a database server (a URL or a libpq key=value
+    string) rather than a file path."""
+    return url_scheme(location) is not None or is_conninfo(location)
+
+
+# URL scheme -> "module:class" of its store; a key=value string opens PostgreSQL, a file path SQLite.
 STORES = {
     "postgresql": "kerascnn.face.gallery.postgres:PostgresStore",
     "postgres": "kerascnn.face.gallery.postgres:PostgresStore",
@@ -144,20 +169,21 @@ STORES = {
 
 
 def open_store(location: Any, create: bool, timeout: float, read_only: bool) -> GalleryStore:
-    """The store a location names: a ``scheme://`` URL's store (see :data:`STORES`), else a SQLite file.
+    """The store a location names: a ``scheme://`` URL's store (see :data:`STORES`; the scheme in
+    any case), PostgreSQL for a libpq key=value string, else a SQLite file.
 
     Raises:
-        GalleryInputError: a URL whose scheme no store serves.
+        GalleryInputError: a URL whose scheme no store serves (the message shows the scheme only).
     """
     import importlib
 
     from kerascnn.errors import GalleryInputError
 
-    if is_url(location):
-        scheme = location.split("://", 1)[0].lower()
+    scheme = "postgresql" if is_conninfo(location) else url_scheme(location)
+    if scheme is not None:
         if scheme not in STORES:
             raise GalleryInputError(
-                f"gallery {location.split('://', 1)[0]}://... has an unknown scheme: expected a file path"
+                f"gallery {scheme}://... has an unknown scheme: expected a file path"
                 + "".join(f" or {s}://..." for s in sorted(STORES))
             )
         module, cls = STORES[scheme].split(":")
