@@ -27,6 +27,19 @@ from kerascnn.errors import DatasetError
 METRICS = ("euclidean", "squared_euclidean", "cosine")
 
 
+def unit_vectors(x) -> np.ndarray:
+    """Vectors (along the last axis) scaled to unit length, as float32; zero vectors stay zero.
+
+    Args:
+        x: ``(..., d)`` array-like.
+
+    Returns:
+        The float32 array of unit vectors.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def pair_distances(a, b, metric: str = "euclidean") -> np.ndarray:
     """Row-wise distances between two arrays of embeddings.
 
@@ -315,7 +328,12 @@ def evaluate_pairs(values, same, folds=10, far: Sequence[float] = (1e-2, 1e-3), 
     )
 
 
-def _pyplot():
+def agg_pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (plots are written as PNG, never shown).
+
+    Returns:
+        The ``matplotlib.pyplot`` module.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -340,7 +358,7 @@ def plot_roc(report_or_curve, path: str | os.PathLike, label: str | None = None)
         label = label or f"AUC {report_or_curve.auc:.4f}, EER {report_or_curve.eer:.2%}"
     else:
         far, tar = (np.asarray(a, np.float64) for a in report_or_curve)
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     positive = far > 0
     ax.plot(far[positive], tar[positive], label=label)
@@ -375,7 +393,7 @@ def plot_distance_histograms(values, same, threshold: float | None, path: str | 
         DatasetError: as :func:`roc_curve`.
     """
     values, same = _check_pairs(values, same)
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     edges = np.histogram_bin_edges(values, bins=bins)
     ax.hist(values[same], bins=edges, alpha=0.6, label=f"genuine ({int(same.sum())})", density=True)

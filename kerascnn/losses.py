@@ -28,7 +28,20 @@ DISTANCES = ("squared_euclidean", "euclidean", "cosine")
 _SQRT_FLOOR = 1e-12  # squared distances below this count as 0 (value and gradient)
 
 
-def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``.
+
+    Args:
+        what: the argument's name, for the message.
+        value: the value given.
+        choices: the accepted values.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ValueError: ``value`` is not one of ``choices`` (the message lists them).
+    """
     if value not in choices:
         raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
@@ -58,7 +71,7 @@ def paired_distances(a, b, distance: str = "euclidean"):
     Raises:
         ValueError: unknown ``distance``.
     """
-    _check_choice("distance", distance, DISTANCES)
+    check_choice("distance", distance, DISTANCES)
     a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
     if distance == "cosine":
         return 1.0 - ops.sum(_l2_normalize(a) * _l2_normalize(b), axis=-1)
@@ -80,7 +93,7 @@ def pairwise_distances(embeddings, distance: str = "squared_euclidean"):
     Raises:
         ValueError: unknown ``distance``.
     """
-    _check_choice("distance", distance, DISTANCES)
+    check_choice("distance", distance, DISTANCES)
     x = ops.cast(embeddings, "float32")
     n = ops.shape(x)[0]
     off_diagonal = 1.0 - ops.eye(n, dtype="float32")
@@ -169,8 +182,8 @@ def triplet_loss(
     Raises:
         ValueError: unknown ``mining``, ``distance`` or ``semi_hard_fallback``.
     """
-    _check_choice("mining", mining, MININGS)
-    _check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
+    check_choice("mining", mining, MININGS)
+    check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
     d = pairwise_distances(embeddings, distance)
     n = ops.shape(d)[0]
     pos, neg = _label_masks(labels, n)
@@ -275,10 +288,10 @@ class TripletLoss(keras.losses.Loss):
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin = float(margin)
-        self.mining = _check_choice("mining", mining, MININGS)
-        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.mining = check_choice("mining", mining, MININGS)
+        self.distance = check_choice("distance", distance, DISTANCES)
         self.soft_margin = bool(soft_margin)
-        self.semi_hard_fallback = _check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
+        self.semi_hard_fallback = check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
 
     def call(self, y_true, y_pred):
         return triplet_loss(
@@ -311,7 +324,7 @@ class ActiveTripletFraction(keras.metrics.Metric):
     def __init__(self, margin: float = 0.2, distance: str = "squared_euclidean", name: str = "active_triplets", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.margin = float(margin)
-        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.distance = check_choice("distance", distance, DISTANCES)
         self.active = self.add_variable(shape=(), initializer="zeros", name="active", dtype="float32")
         self.valid = self.add_variable(shape=(), initializer="zeros", name="valid", dtype="float32")
 

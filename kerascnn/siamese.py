@@ -32,7 +32,7 @@ from keras import layers, ops
 
 from kerascnn.layers import GeneralizedMeanPooling2D
 from kerascnn.models.base import single_nested_model
-from kerascnn.losses import DISTANCES, ArcFaceHead, _check_choice, paired_distances
+from kerascnn.losses import DISTANCES, ArcFaceHead, check_choice, paired_distances
 
 POOLINGS = ("avg", "max", "gem")
 
@@ -82,7 +82,7 @@ def build_embedding_model(
         UnknownModelError: an unknown registry name.
         InputShapeError: an input the backbone cannot take.
     """
-    _check_choice("pooling", pooling, POOLINGS)
+    check_choice("pooling", pooling, POOLINGS)
     if embedding_dim < 1:
         raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
     if not 0.0 <= dropout < 1.0:
@@ -133,7 +133,7 @@ class TripletMarginLoss(layers.Layer):
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         self.margin = float(margin)
-        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.distance = check_choice("distance", distance, DISTANCES)
 
     def call(self, inputs):
         anchor, positive, negative = inputs
@@ -185,7 +185,7 @@ class PairDistance(layers.Layer):
     def __init__(self, distance: str = "euclidean", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.distance = _check_choice("distance", distance, DISTANCES)
+        self.distance = check_choice("distance", distance, DISTANCES)
 
     def call(self, inputs):
         return paired_distances(inputs[0], inputs[1], self.distance)[:, None]
@@ -242,7 +242,7 @@ def build_pair_model(tower: keras.Model, head: str = "sigmoid", distance: str = 
     Raises:
         ValueError: ``tower`` is not a model, or bad ``head`` / ``distance``.
     """
-    _check_choice("head", head, ("sigmoid", "distance"))
+    check_choice("head", head, ("sigmoid", "distance"))
     left, right = _tower_inputs(tower, ("left", "right"))
     pair = [tower(left), tower(right)]
     if head == "sigmoid":

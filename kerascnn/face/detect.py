@@ -37,7 +37,6 @@ from kerascnn.errors import DetectorError, ImageReadError, MultipleFacesError, N
 from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate, align_face
 
 SELECTIONS = ("largest", "central", "all")
-ALIGNMENTS = ("landmarks", "eyes", "box")
 DETECTOR_MODEL_ENV = "KERASCNN_DETECTOR_MODEL"
 # The YuNet model shipped inside the package, and the sha256 it is checked against when loaded.
 SHIPPED_YUNET = Path(__file__).resolve().parents[1] / "assets" / "face_detection_yunet_2026may.onnx"

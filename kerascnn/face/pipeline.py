@@ -19,16 +19,13 @@ from typing import Sequence
 import numpy as np
 
 from kerascnn.data.folders import MAX_PIXELS, read_image
+from kerascnn.evaluation import unit_vectors
 from kerascnn.errors import FaceModelError, KerasCNNError
 from kerascnn.face.align import AlignmentTemplate
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
 from kerascnn.progress import progress as progress_bar
 
 FLIPS = ("none", "coarse", "all")
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -95,11 +92,6 @@ class FaceBatch:
 
     def __len__(self) -> int:
         return len(self.results)
-
-    @property
-    def items(self) -> list[FaceResult]:
-        """Same as :attr:`results`."""
-        return self.results
 
     @property
     def ok(self) -> np.ndarray:
@@ -236,7 +228,7 @@ class FacePipeline:
         batched; with ``flip="all"`` each is the mean with its mirror image's."""
         emb = self._embed(crops)
         if self.flip == "all" and len(emb):
-            emb = _unit(emb + self._embed(np.asarray(crops)[:, :, ::-1]))
+            emb = unit_vectors(emb + self._embed(np.asarray(crops)[:, :, ::-1]))
         return emb
 
     def _embed(self, crops: np.ndarray) -> np.ndarray:
@@ -248,7 +240,7 @@ class FacePipeline:
             crops = (crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
         fn = self._compiled()
         out = [fn(crops[i:i + self.batch_size].astype(np.float32)).numpy() for i in range(0, len(crops), self.batch_size)]
-        return _unit(np.concatenate(out).astype(np.float32))
+        return unit_vectors(np.concatenate(out).astype(np.float32))
 
     def _face_crops(self, item: _Item) -> list[np.ndarray]:
         """Every crop one face is embedded from: its crop, its box-scale crops, their mirrors."""
@@ -295,7 +287,7 @@ class FacePipeline:
         if flat:
             embeddings[rows] = 0.0
             np.add.at(embeddings, [r for r, _ in flat], self._embed(np.stack([c for _, c in flat])))
-            embeddings[rows] = _unit(embeddings[rows])
+            embeddings[rows] = unit_vectors(embeddings[rows])
         all_crops = None
         if keep_crops:
             all_crops = np.zeros((len(items), self.image_size, self.image_size, 3), np.uint8)

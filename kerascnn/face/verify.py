@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kerascnn.evaluation import unit_vectors
 from kerascnn.errors import DatasetError, EmptyGalleryError, UnknownIdentityError
 
 METRICS = ("cosine", "euclidean")
@@ -40,18 +41,13 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def _probe(probe: Any) -> np.ndarray:
     probe = np.asarray(probe, dtype=np.float32)
     if probe.ndim == 2 and probe.shape[0] == 1:
         probe = probe[0]
     if probe.ndim != 1 or not np.all(np.isfinite(probe)):
         raise ValueError(f"the probe must be one finite embedding (d,), got shape {probe.shape}")
-    return _unit(probe)
+    return unit_vectors(probe)
 
 
 def similarity_to_score(similarity: np.ndarray, metric: str) -> np.ndarray:
@@ -65,7 +61,7 @@ def similarity_to_score(similarity: np.ndarray, metric: str) -> np.ndarray:
 
 def pair_scores(left: np.ndarray, right: np.ndarray, metric: str = "cosine") -> np.ndarray:
     """Scores of row-aligned embedding pairs (``left[i]`` with ``right[i]``)."""
-    left, right = _unit(left), _unit(right)
+    left, right = unit_vectors(left), unit_vectors(right)
     return similarity_to_score(np.sum(left * right, axis=1), metric)
 
 
@@ -74,9 +70,6 @@ def is_match(score: float | np.ndarray, threshold: float, metric: str = "cosine"
     _check_metric(metric)
     return np.asarray(score) >= threshold if metric == "cosine" else np.asarray(score) <= threshold
 
-
-def _better(a: float, b: float, metric: str) -> bool:
-    return a > b if metric == "cosine" else a < b
 
 
 @dataclass
@@ -159,11 +152,11 @@ def verify(gallery_or_templates: Any, name: str, probe: np.ndarray, threshold: f
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     probe = _probe(probe)
-    templates = _unit(_templates_of(gallery_or_templates, name))
+    templates = unit_vectors(_templates_of(gallery_or_templates, name))
     if templates.shape[1] != probe.shape[0]:
         raise ValueError(f"probe has dimension {probe.shape[0]}, the templates of {name!r} {templates.shape[1]}")
     if reduce == "mean":
-        similarity = float(_unit(templates.mean(axis=0)) @ probe)
+        similarity = float(unit_vectors(templates.mean(axis=0)) @ probe)
     else:
         similarity = float(np.max(templates @ probe))
     score = float(similarity_to_score(similarity, metric))
@@ -231,7 +224,7 @@ def _search_mapping(templates: Mapping[str, np.ndarray], probe: np.ndarray, k: i
     names = [n for n in templates if len(np.asarray(templates[n]))]
     if not names:
         raise EmptyGalleryError("no templates to identify against: nobody is enrolled")
-    best = np.array([np.max(_unit(np.asarray(templates[n]).reshape(-1, probe.shape[0])) @ probe) for n in names])
+    best = np.array([np.max(unit_vectors(np.asarray(templates[n]).reshape(-1, probe.shape[0])) @ probe) for n in names])
     order = np.argsort(-best, kind="stable")[:k]
     return [names[i] for i in order], best[order]
 
@@ -386,7 +379,7 @@ def calibrate_open_set(
         raise DatasetError(f"calibrate_open_set needs (n, d) embeddings and n labels, got {embeddings.shape} "
                            f"and {len(labels)} labels")
     kept = np.isfinite(embeddings).all(axis=1)
-    embeddings, labels = _unit(embeddings[kept]), labels[kept]
+    embeddings, labels = unit_vectors(embeddings[kept]), labels[kept]
     people, person = np.unique(labels, return_inverse=True)
     counts = np.bincount(person, minlength=len(people))
     mateable = np.flatnonzero(counts > enroll_per_person)
@@ -477,9 +470,9 @@ def plot_dir_fpir(curves: Mapping[int, tuple], path: str | os.PathLike) -> str:
     Returns:
         ``path`` as a string.
     """
-    from kerascnn.evaluation import _pyplot
+    from kerascnn.evaluation import agg_pyplot
 
-    plt = _pyplot()
+    plt = agg_pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for n, (ok, score, nm) in sorted(curves.items()):
         fpir, dir_ = dir_fpir_curve(ok, score, nm)

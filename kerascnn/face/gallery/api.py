@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from kerascnn.evaluation import unit_vectors
 from kerascnn.errors import (
     EmptyGalleryError,
     GalleryCorruptError,
@@ -31,7 +32,7 @@ from kerascnn.errors import (
     UnknownIdentityError,
 )
 from kerascnn.face.gallery.fileformat import EXPORT_FORMAT, EXPORT_VERSION, check_extension, read_export, write_export
-from kerascnn.face.gallery.index import SearchIndex, _unit
+from kerascnn.face.gallery.index import SearchIndex
 from kerascnn.face.gallery.records import (
     IDENTITY_FIELDS,
     EnrollReport,
@@ -48,7 +49,8 @@ from kerascnn.face.gallery.records import (
     source_digests,
     to_blob,
 )
-from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore, is_database, open_store
+from kerascnn.face.gallery.location import is_database, open_store
+from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore
 
 _FULL_RELOAD = 1000  # more identities changed than this (and than a quarter of the index): reload all
 
@@ -588,7 +590,7 @@ class Gallery:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise GalleryInputError(f"k must be a positive integer, got {k!r}")
         self._check_model(model_identity)
-        queries = _unit(check_embeddings(queries, "queries"))
+        queries = unit_vectors(check_embeddings(queries, "queries"))
         cache = self._load()
         if queries.shape[1] != cache.matrix.shape[1]:
             raise GalleryInputError(
@@ -638,7 +640,7 @@ class Gallery:
         matrix = _checked_matrix(rows, dim, self.location)
         owners = np.array([r[0] for r in rows], np.int64)
         cache.replace(generation, touched or (), owners, {r[0]: r[2] for r in rows},
-                      _unit(matrix) if rows else matrix)
+                      unit_vectors(matrix) if rows else matrix)
         self._cache = cache
         return self._nonempty(cache)
 

@@ -305,11 +305,6 @@ def _encode(codes: Any, matrix: np.ndarray, room: int = 0) -> np.ndarray:
     return np.linalg.norm(error, axis=1).astype(np.float32)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, as float32."""
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the ``k`` largest scores of each row, best first."""
     n = scores.shape[1]

@@ -29,7 +29,8 @@ from kerascnn.errors import (
     GalleryLockedError,
     GalleryNotFoundError,
 )
-from kerascnn.face.gallery.store import GalleryStore, url_scheme
+from kerascnn.face.gallery.location import url_scheme
+from kerascnn.face.gallery.store import GalleryStore
 
 _DDL_V1 = [
     "CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT)",

@@ -1,4 +1,4 @@
-"""Where a gallery lives: the interface every store implements, and the store a location names.
+"""The interface every gallery store implements (the store a location names: :mod:`~kerascnn.face.gallery.location`).
 
 A store is a transactional database holding the tables ``metadata``, ``identities``,
 ``templates`` (:data:`SCHEMA_TABLES`, format version 1) and ``changes`` (version 2; see
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import re
 from typing import Any, Protocol
 
 from kerascnn.errors import GalleryCorruptError, GalleryNotFoundError
@@ -130,64 +129,3 @@ class GalleryStore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.location!r}, read_only={self.read_only})"
-
-
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=")
-
-
-def url_scheme(location: Any) -> str | None:
-    """The scheme of a database URL (``scheme://...``), lower-cased.
-
-    Args:
-        location: a gallery location.
-
-    Returns:
-        The scheme, or None when ``location`` is not a URL (a file path, a key=value string).
-    """
-    match = _SCHEME.match(location) if isinstance(location, str) else None
-    return match.group(1).lower() if match else None
-
-
-def is_conninfo(location: Any) -> bool:
-    """True for a libpq ``key=value`` string (``"host=db user=kiosk dbname=faces"``): text that
-    starts with ``word=``. (A file of such a name is written ``./word=...``.)"""
-    return isinstance(location, str) and _CONNINFO.match(location) is not None
-
-
-def is_database(location: Any) -> bool:
-    """True for the location of a gallery in a database server (a URL or a libpq key=value
-    string) rather than a file path."""
-    return url_scheme(location) is not None or is_conninfo(location)
-
-
-# URL scheme -> "module:class" of its store; a key=value string opens PostgreSQL, a file path SQLite.
-STORES = {
-    "postgresql": "kerascnn.face.gallery.postgres:PostgresStore",
-    "postgres": "kerascnn.face.gallery.postgres:PostgresStore",
-}
-
-
-def open_store(location: Any, create: bool, timeout: float, read_only: bool) -> GalleryStore:
-    """The store a location names: a ``scheme://`` URL's store (see :data:`STORES`; the scheme in
-    any case), PostgreSQL for a libpq key=value string, else a SQLite file.
-
-    Raises:
-        GalleryInputError: a URL whose scheme no store serves (the message shows the scheme only).
-    """
-    import importlib
-
-    from kerascnn.errors import GalleryInputError
-
-    scheme = "postgresql" if is_conninfo(location) else url_scheme(location)
-    if scheme is not None:
-        if scheme not in STORES:
-            raise GalleryInputError(
-                f"gallery {scheme}://... has an unknown scheme: expected a file path"
-                + "".join(f" or {s}://..." for s in sorted(STORES))
-            )
-        module, cls = STORES[scheme].split(":")
-        return getattr(importlib.import_module(module), cls)(location, create, timeout, read_only)
-    from kerascnn.face.gallery.sqlite import SQLiteStore
-
-    return SQLiteStore(location, create, timeout, read_only)
