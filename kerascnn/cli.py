@@ -412,9 +412,9 @@ def _identify_threshold(args, gallery_size: int):
 
 
 def _open_for_search(args, pipeline):
-    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.gallery import Gallery, pipeline_identity
 
-    return Gallery(args.gallery, model_identity(pipeline.model), create=False, read_only=True, timeout=args.timeout)
+    return Gallery(args.gallery, pipeline_identity(pipeline), create=False, read_only=True, timeout=args.timeout)
 
 
 def _cmd_verify(args) -> int:
@@ -622,7 +622,7 @@ def _cmd_demo(args) -> int:
 
     from kerascnn.data.folders import scan_folder
     from kerascnn.errors import DatasetError, GalleryInputError
-    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.gallery import Gallery, pipeline_identity
     from kerascnn.face.verify import identify, verify
 
     orl = Path(args.data) / "orl"
@@ -640,7 +640,7 @@ def _cmd_demo(args) -> int:
         raise GalleryInputError(f"demo gallery {args.gallery} already exists: the demo enrolls into a fresh gallery")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.gallery or os.path.join(tmp, "demo.db")
-        with Gallery(path, model_identity(pipeline.model)) as gallery:
+        with Gallery(path, pipeline_identity(pipeline)) as gallery:
             for name in enrolled:
                 gallery.enroll_images(name, files[name][:args.enroll_images], pipeline, strict=False)
             probes = [(n, p) for n in enrolled for p in files[n][args.enroll_images:args.enroll_images + 1]]
@@ -752,7 +752,7 @@ def _print(args, data: dict, text: str) -> None:
 
 def _cmd_enroll(args) -> int:
     from kerascnn.errors import GalleryInputError
-    from kerascnn.face.gallery import model_identity, open_gallery
+    from kerascnn.face.gallery import open_gallery, pipeline_identity
 
     if bool(args.folder) == bool(args.name):
         raise GalleryInputError("enroll needs either NAME IMG... or --folder DIR (not both)")
@@ -761,7 +761,7 @@ def _cmd_enroll(args) -> int:
     from kerascnn.face.pipeline import FacePipeline  # TensorFlow: only once the arguments are sound
 
     pipeline = FacePipeline(detector=args.detector_model or args.detector, model=args.model, select=args.select)
-    with open_gallery(args.gallery, model_identity(pipeline.model), timeout=args.timeout) as gallery:
+    with open_gallery(args.gallery, pipeline_identity(pipeline), timeout=args.timeout) as gallery:
         if args.folder:
             report = gallery.enroll_folder(args.folder, pipeline, progress=True)
         else:

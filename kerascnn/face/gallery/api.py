@@ -34,6 +34,7 @@ from kerascnn.face.gallery.fileformat import EXPORT_FORMAT, EXPORT_VERSION, chec
 from kerascnn.face.gallery.index import SearchIndex, _unit
 from kerascnn.face.gallery.records import (
     IDENTITY_FIELDS,
+    REQUIRED_IDENTITY_FIELDS,
     EnrollReport,
     IdentityInfo,
     check_embeddings,
@@ -41,8 +42,8 @@ from kerascnn.face.gallery.records import (
     check_name,
     from_blob,
     is_sha256,
-    model_identity,
     now,
+    pipeline_identity,
     sha256_file,
     short,
     source_digests,
@@ -195,6 +196,8 @@ class Gallery:
         if stored is None:
             return
         for key in IDENTITY_FIELDS:
+            if key not in REQUIRED_IDENTITY_FIELDS and (key not in stored or key not in identity):
+                continue  # a gallery or an export made before kerascnn recorded this field
             if stored.get(key) != identity.get(key):
                 raise GalleryModelMismatchError(
                     f"gallery {self.location} was enrolled with model {stored.get('name')!r} and the model in use "
@@ -305,7 +308,7 @@ class Gallery:
         """
         name = check_name(name)
         self._check_writable()
-        identity = model_identity(pipeline.model)
+        identity = pipeline_identity(pipeline)
         self._check_model(identity)
         report = EnrollReport()
         paths = [os.fspath(p) for p in paths]
@@ -355,7 +358,7 @@ class Gallery:
         from kerascnn.data.folders import scan_folder
 
         self._check_writable()
-        self._check_model(model_identity(pipeline.model))
+        self._check_model(pipeline_identity(pipeline))
         dataset = scan_folder(folder, skip_empty_classes=True)
         report = EnrollReport()
         with tqdm(total=len(dataset), unit="img", desc="enroll", disable=not progress, file=sys.stderr) as bar:
