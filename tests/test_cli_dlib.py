@@ -63,7 +63,8 @@ def test_a_card_that_changes_templates_changes_the_identity(converted, tmp_path,
     out, _ = converted
     bare = tmp_path / "bare.keras"
     shutil.copy(out, bare)
-    card = {k: v for k, v in fm.load_face_model_card(out).items() if k not in ("alignment", "test_time_flip", "box_scales")}
+    options = ("alignment", "test_time_flip", "box_scales")
+    card = {k: v for k, v in fm.load_face_model_card(out).items() if k not in options}
     bare.with_suffix(".json").write_text(json.dumps(card))
     gallery = tmp_path / "g.db"
     code, _, _ = run_cli(capsys, "enroll", "--gallery", gallery, "--model", out, "--detector", "haar",

@@ -175,7 +175,8 @@ def check_chip(size: int = 150) -> np.ndarray:
         ``(size, size, 3)`` float32 values in 0..255.
     """
     y, x = np.mgrid[0:size, 0:size] / size
-    waves = (np.sin(2 * np.pi * (3 * x + 2 * y)), np.cos(2 * np.pi * (5 * x * y + y)), np.sin(2 * np.pi * (4 * x * x - 3 * y)))
+    waves = (np.sin(2 * np.pi * (3 * x + 2 * y)), np.cos(2 * np.pi * (5 * x * y + y)),
+             np.sin(2 * np.pi * (4 * x * x - 3 * y)))
     return (127.5 + 120 * np.stack(waves, axis=-1)).astype(np.float32)
 
 
