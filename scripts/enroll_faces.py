@@ -46,12 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.folder) == bool(args.name and args.images):
         parser.error("give NAME IMG... or --folder DIR")
 
-    from kerascnn.face.gallery import model_identity, open_gallery
+    from kerascnn.face.gallery import open_gallery, pipeline_identity
     from kerascnn.face.pipeline import FacePipeline
 
     try:
         pipeline = FacePipeline(detector=args.detector_model, model=args.model)
-        with open_gallery(args.gallery, model_identity(pipeline.model)) as gallery:
+        with open_gallery(args.gallery, pipeline_identity(pipeline)) as gallery:
             if args.folder:
                 report = gallery.enroll_folder(args.folder, pipeline)
             else:

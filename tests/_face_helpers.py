@@ -29,6 +29,29 @@ def digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def damaged_dat(dat: Path, out: Path, how: str) -> Path:
+    """A damaged copy of dlib's network file: ``"flipped"``, 64 bytes inverted in its middle (issue
+    17: a filter value of 124,181); ``"nan"``, a NaN among the filters of its 40th layer;
+    ``"other"``, the signs of 4,096 filter values of that layer flipped (plausible values: another
+    network)."""
+    from kerascnn.models.dlib_format import read_dlib_network
+
+    data = bytearray(dat.read_bytes())
+    middle = len(data) // 2
+    if how == "flipped":
+        data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    else:
+        filters = read_dlib_network(dat).layers[40].arrays["filters"].reshape(-1)
+        start = bytes(data).index(filters[:8].astype("<f4").tobytes())
+        if how == "nan":
+            data[start:start + 4] = np.float32("nan").tobytes()
+        else:
+            for pos in range(start + 3, start + 4 * 4096, 4):
+                data[pos] ^= 0x80
+    out.write_bytes(bytes(data))
+    return out
+
+
 def tiny_embedder(size: int = 32, channels: int = 3, dim: int = 16, name: str = "tiny_embedder"):
     """A small random embedding model: aligned crops 0..255 in, unit vectors out."""
     import keras

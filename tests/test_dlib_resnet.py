@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 import kerascnn
-from kerascnn.errors import DlibFormatError, UnknownFaceModelError, WeightsMismatchError
+from kerascnn.errors import DlibFormatError, UnknownFaceModelError, WeightsIntegrityError, WeightsMismatchError
 from kerascnn.face import model as fm
 from kerascnn.models.dlib_format import read_dlib_network
 from kerascnn.models.dlib_resnet import dlib_file, load_dlib_weights
 
 dlib = pytest.importorskip("dlib", reason="dlib's reference needs the dlib-bin wheel (pip install -e '.[dev]')")
 from _dlib_reference import dlib_chips, dlib_descriptors, raw_descriptors  # noqa: E402
+from _face_helpers import damaged_dat  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +137,17 @@ def test_truncated_file(tmp_path, dat):
     cut.write_bytes(dat.read_bytes()[: 5_000_000])
     with pytest.raises(DlibFormatError, match=r"cut.dat: the file is truncated: .* at byte \d+ of 5000000"):
         read_dlib_network(cut)
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("flipped", r"dlib layer 87 \(con, Keras layer stage4_block2_2_conv, byte \d+\): its filters hold 124181, "
+                r"expected \|filters\| <= 10 for a trained network: the file is damaged"),
+    ("nan", r"dlib layer 40 \(con, Keras layer \w+_conv, byte \d+\): its filters hold NaN or infinity"),
+])
+def test_damaged_weights_name_the_first_bad_layer(tmp_path, dat, how, expected):
+    bad = damaged_dat(dat, tmp_path / "bad.dat", how)
+    with pytest.raises(WeightsIntegrityError, match=expected):
+        kerascnn.create_model("dlib_resnet29", weights=str(bad))
 
 
 def test_weights_that_do_not_fit_name_the_layer(dat):

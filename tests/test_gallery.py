@@ -24,6 +24,7 @@ from kerascnn.errors import (
     UnknownIdentityError,
 )
 from kerascnn.face.gallery import Gallery, model_identity
+from kerascnn.face.gallery.records import REQUIRED_IDENTITY_FIELDS
 
 from _gallery_stores import location, new_location, postgres_server, raw_query, store  # noqa: F401 (fixtures)
 
@@ -131,6 +132,31 @@ def test_model_identity_fields_and_fingerprint():
     assert model_identity(b)["weights_sha256"] != ida["weights_sha256"]  # other random init
     b.set_weights(a.get_weights())
     assert model_identity(b) == ida
+
+
+def test_model_identity_covers_template_options_and_input_scaling(tmp_path, rng):
+    import keras
+
+    def build(scale):
+        inputs = keras.Input((12, 12, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(scale)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(DIM, name="emb", kernel_initializer="ones")(x), name="tiny")
+
+    a, b = build(1 / 255), build(1 / 127.5)
+    ida, idb = model_identity(a), model_identity(b)
+    assert ida["weights_sha256"] == idb["weights_sha256"] and ida["options_sha256"] != idb["options_sha256"]
+    flipped = model_identity(a, {"flip": "all"})
+    assert model_identity(a, {}) == ida and flipped["options_sha256"] != ida["options_sha256"]
+    with Gallery(tmp_path / "g.db", ida) as g:
+        g.enroll("alice", unit(rng, 1))
+        with pytest.raises(GalleryModelMismatchError, match="differs in options_sha256"):
+            g.search(unit(rng, 1), model_identity=flipped)
+    # a gallery made before options were recorded: its templates' options are unknown, not compared
+    legacy = {k: ida[k] for k in REQUIRED_IDENTITY_FIELDS}
+    with Gallery(tmp_path / "old.db", legacy) as g:
+        g.enroll("alice", unit(rng, 1))
+    with Gallery(tmp_path / "old.db", flipped) as g:
+        assert g.search(unit(rng, 1))[0].tolist() == [["alice"]] and g.model_identity == legacy
 
 
 # --- file, schema, permissions ----------------------------------------------------------------

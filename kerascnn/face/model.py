@@ -34,7 +34,7 @@ from pathlib import Path
 import keras
 
 from kerascnn.blocks import conv_bn_act, residual_block
-from kerascnn.errors import FaceModelError, UnknownFaceModelError
+from kerascnn.errors import FaceModelError, UnknownFaceModelError, WeightsIntegrityError
 from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -259,13 +259,46 @@ DLIB_CARD = {
 }
 
 
+def _check_known_descriptor(base: keras.Model, card: dict, source: Path) -> None:
+    """Refuse a converted network whose descriptor of the test chip is not the card's ``self_check``.
+
+    Raises:
+        FaceModelError: the card has no usable ``self_check`` entry.
+        WeightsIntegrityError: the descriptors differ by more than the entry's tolerance.
+    """
+    import numpy as np
+
+    from kerascnn.models.dlib_resnet import check_chip
+
+    try:
+        expected = np.asarray(card["self_check"]["descriptor"], np.float32)
+        tolerance = float(card["self_check"]["max_abs_difference"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FaceModelError(f"model card {card_path('dlib')} has no usable self_check entry "
+                             f"(descriptor, max_abs_difference): {exc!r}") from exc
+    got = np.asarray(base(check_chip()[None], training=False))[0]
+    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if not diff <= tolerance:
+        raise WeightsIntegrityError(
+            f"{source}: its descriptor of kerascnn's test chip differs from dlib's network's by {diff:.3g}, expected "
+            f"at most {tolerance:g}: the file is damaged or holds another network, whose alignment, inference "
+            "options and thresholds kerascnn does not know (convert-dlib converts dlib's "
+            "dlib_face_recognition_resnet_model_v1 only)"
+        )
+
+
 def convert_dlib_model(out: str | os.PathLike, dat: str | os.PathLike | None = None) -> Path:
     """Write dlib's face-recognition network as a kerascnn face model (``.keras`` + card).
 
     Reads dlib's file with kerascnn's NumPy reader into the registry model ``dlib_resnet29``
     and appends ``UnitNormalization`` (face models output unit vectors; dlib's raw descriptor
-    stays available as the layer ``descriptor``). An existing card's calibration, alignment and
-    figures are kept; nothing is written when the file cannot be read.
+    stays available as the layer ``descriptor``). The file must hold dlib's network itself: every
+    layer's weights must be finite and plausible, and the converted network must give the
+    descriptor of :func:`kerascnn.models.dlib_resnet.check_chip` that the shipped card's
+    ``self_check`` holds. The written card is then the shipped model's (alignment template,
+    inference options, calibrations, figures), so the converted model embeds, scores and is
+    identified in galleries exactly as the shipped one; other entries of a card already beside
+    ``out`` are kept. Nothing is written when a check fails.
 
     Args:
         out: the ``.keras`` file to write.
@@ -279,19 +312,24 @@ def convert_dlib_model(out: str | os.PathLike, dat: str | os.PathLike | None = N
         FileNotFoundError: no dlib file.
         DlibFormatError: a foreign or truncated file.
         WeightsMismatchError: a dlib network of another architecture.
+        WeightsIntegrityError: damaged weights (names the first bad layer), or another network of
+            this architecture (its descriptor of the test chip is not dlib's).
+        FaceModelError: the shipped card is missing or has no ``self_check``.
     """
     from kerascnn.models.dlib_resnet import dlib_file
     from kerascnn.models.registry import create_model
 
-    out = Path(out)
-    base = create_model("dlib_resnet29", weights=str(dlib_file(dat)))
+    out, source = Path(out), dlib_file(dat)
+    shipped = load_face_model_card(FACE_MODELS["dlib"])
+    base = create_model("dlib_resnet29", weights=str(source))
+    _check_known_descriptor(base, shipped, source)
     unit = keras.layers.UnitNormalization(name="unit")(base.output)
     model = keras.Model(base.input, unit, name="dlib_resnet29_face")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, out)
-    update_card(out, {"model": out.name, "parameters": int(model.count_params()), **DLIB_CARD})
+    update_card(out, {**shipped, "model": out.name, "parameters": int(model.count_params()), **DLIB_CARD})
     return out
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from kerascnn.data.folders import MAX_PIXELS, read_image
 from kerascnn.evaluation import unit_vectors
 from kerascnn.errors import FaceModelError, KerasCNNError
-from kerascnn.face.align import AlignmentTemplate
+from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
 from kerascnn.face.detect import SELECTIONS, Detection, align_detection, as_rgb, get_detector, select_faces
 from kerascnn.progress import progress as progress_bar
 
@@ -196,6 +196,22 @@ class FacePipeline:
     @property
     def embedding_dim(self) -> int:
         return int(self.model.output_shape[-1])
+
+    @property
+    def template_options(self) -> dict:
+        """What shapes this pipeline's templates besides its model, where it differs from the
+        defaults of a model without card: ``alignment`` (the template's points), ``image_size``,
+        ``flip``, ``box_scales``. Part of the gallery's model identity
+        (:func:`kerascnn.face.gallery.pipeline_identity`)."""
+
+        def points(template: AlignmentTemplate) -> dict:
+            return {k: v for k, v in template.to_dict().items() if k != "source"}
+
+        options = {"alignment": points(self.alignment), "image_size": self.image_size, "flip": self.flip,
+                   "box_scales": list(self.box_scales)}
+        bare = {"alignment": points(DEFAULT_TEMPLATE), "image_size": int(self.model.input_shape[1] or 112),
+                "flip": "none", "box_scales": []}
+        return {key: value for key, value in options.items() if value != bare[key]}
 
     def detect_and_align(self, image: np.ndarray, source: str = "the image") -> list[tuple[Detection, np.ndarray, str]]:
         """The selected face(s) of one RGB image as ``(detection, crop, alignment_kind)``.

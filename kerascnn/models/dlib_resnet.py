@@ -34,7 +34,7 @@ import numpy as np
 from keras import layers
 
 from kerascnn.blocks import conv_bn_act, residual_block
-from kerascnn.errors import WeightsMismatchError
+from kerascnn.errors import WeightsIntegrityError, WeightsMismatchError
 from kerascnn.models.base import build_model
 from kerascnn.models.dlib_format import read_dlib_network
 from kerascnn.models.registry import register_model
@@ -52,6 +52,9 @@ STAGES = (
     ("stage5", 256, 1, True),
 )
 EMBEDDING_DIM = 128
+# bounds far beyond a trained network's values (dlib's own peaks: filters 0.098, biases 1.5e-4,
+# affine scales 23 and shifts 6.3, fc 0.046); a value past them is a damaged file
+PLAUSIBLE_PEAKS = {"filters": 10.0, "biases": 100.0, "gamma": 1e4, "beta": 1e4, "weights": 10.0}
 
 
 def _feature_info() -> list[dict]:
@@ -148,6 +151,35 @@ def _check_geometry(layer, dlib_layer, name: str) -> None:
         )
 
 
+def _check_values(dlib_layer, index: int, name: str | None, source: Path) -> None:
+    """Refuse a layer whose weights hold NaN, infinity or a value past :data:`PLAUSIBLE_PEAKS`."""
+    where = f"{source}: dlib layer {index} ({dlib_layer.kind}, Keras layer {name or 'none'}, byte {dlib_layer.offset})"
+    for key, array in dlib_layer.arrays.items():
+        if not np.isfinite(array).all():
+            raise WeightsIntegrityError(f"{where}: its {key} hold NaN or infinity, expected finite values: "
+                                        "the file is damaged")
+        peak = float(np.abs(array).max(initial=0.0))
+        if peak > PLAUSIBLE_PEAKS[key]:
+            raise WeightsIntegrityError(f"{where}: its {key} hold {peak:.6g}, expected |{key}| <= "
+                                        f"{PLAUSIBLE_PEAKS[key]:g} for a trained network: the file is damaged")
+
+
+def check_chip(size: int = 150) -> np.ndarray:
+    """A deterministic synthetic RGB chip (smooth waves: no data file, nothing to license) on which
+    a converted network must give the known descriptor of dlib's network.
+
+    Args:
+        size: the chip's side (dlib's input is 150).
+
+    Returns:
+        ``(size, size, 3)`` float32 values in 0..255.
+    """
+    y, x = np.mgrid[0:size, 0:size] / size
+    waves = (np.sin(2 * np.pi * (3 * x + 2 * y)), np.cos(2 * np.pi * (5 * x * y + y)),
+             np.sin(2 * np.pi * (4 * x * x - 3 * y)))
+    return (127.5 + 120 * np.stack(waves, axis=-1)).astype(np.float32)
+
+
 def _set(layer, values: list[np.ndarray], name: str) -> None:
     shapes = [tuple(w.shape) for w in layer.weights]
     if shapes != [v.shape for v in values]:
@@ -179,8 +211,11 @@ def load_dlib_weights(model: keras.Model, path: str | os.PathLike | None = None)
         DlibFormatError: the file is not a dlib network, or is truncated.
         WeightsMismatchError: the file's network is not this architecture; the message names
             the first layer that does not fit.
+        WeightsIntegrityError: a layer's weights hold NaN, infinity or a value no trained network
+            has (a damaged file); the message names the first such layer.
     """
-    net = read_dlib_network(dlib_file(path))
+    source = dlib_file(path)
+    net = read_dlib_network(source)
     means = (net.input["avg_red"], net.input["avg_green"], net.input["avg_blue"])
     if not np.allclose(means, DLIB_MEAN_RGB, atol=1e-3):
         raise WeightsMismatchError(f"the file's input means {means} are not dlib_resnet29's {DLIB_MEAN_RGB}")
@@ -194,6 +229,8 @@ def load_dlib_weights(model: keras.Model, path: str | os.PathLike | None = None)
                 )
         raise WeightsMismatchError(f"the file holds {len(net.layers)} layers, dlib_resnet29 has {len(plan)}")
     names = {layer.name for layer in model.layers}
+    for index, (dlib_layer, (_, name)) in enumerate(zip(net.layers, plan)):
+        _check_values(dlib_layer, index, name, source)
     for dlib_layer, (kind, name) in zip(net.layers, plan):
         if name is None or (kind == "fc" and name not in names):
             continue
@@ -251,8 +288,8 @@ def dlib_resnet29(
 
     Raises:
         InputShapeError: an input smaller than 131x131.
-        FileNotFoundError, DlibFormatError, WeightsMismatchError: dlib weights that cannot be read
-            or do not fit.
+        FileNotFoundError, DlibFormatError, WeightsMismatchError, WeightsIntegrityError: dlib
+            weights that cannot be read, do not fit or are damaged.
     """
     dlib_weights = weights == "dlib" or str(weights).endswith(".dat")
     model = build_model(

@@ -7,8 +7,9 @@ permissions), or a PostgreSQL database shared by several machines
 Every store holds:
 
 - ``metadata``: format version, the embedding model's identity (:func:`model_identity`: name,
-  input size, embedding dim, a sha256 fingerprint of its weights), creation time and a change
-  counter bumped by every write;
+  input size, embedding dim, sha256 fingerprints of its weights and of the options that shape its
+  templates, :func:`pipeline_identity` for a face pipeline), creation time and a change counter
+  bumped by every write;
 - ``identities``: one row per enrolled person (unique name, creation time);
 - ``templates``: the embeddings (``float32`` little-endian bytes, never pickled), each with its
   identity, the sha256 of its source image and its creation time;
@@ -45,6 +46,7 @@ from kerascnn.face.gallery.records import (
     EnrollReport,
     IdentityInfo,
     model_identity,
+    pipeline_identity,
     sha256_file,
 )
 from kerascnn.face.gallery.store import FORMAT_VERSION, GalleryStore
@@ -61,5 +63,6 @@ __all__ = [
     "IdentityInfo",
     "model_identity",
     "open_gallery",
+    "pipeline_identity",
     "sha256_file",
 ]

@@ -35,6 +35,7 @@ from kerascnn.face.gallery.fileformat import EXPORT_FORMAT, EXPORT_VERSION, chec
 from kerascnn.face.gallery.index import SearchIndex
 from kerascnn.face.gallery.records import (
     IDENTITY_FIELDS,
+    REQUIRED_IDENTITY_FIELDS,
     EnrollReport,
     IdentityInfo,
     check_embeddings,
@@ -42,8 +43,8 @@ from kerascnn.face.gallery.records import (
     check_name,
     from_blob,
     is_sha256,
-    model_identity,
     now,
+    pipeline_identity,
     sha256_file,
     short,
     source_digests,
@@ -54,6 +55,9 @@ from kerascnn.face.gallery.store import FORMAT_VERSION, Connection, GalleryStore
 
 _FULL_RELOAD = 1000  # more identities changed than this (and than a quarter of the index): reload all
 
+# what a model identity's options_sha256 covers, for mismatch messages
+OPTIONS_NOTE = " (how its templates are made: alignment template, crop size, flip, box scales, input scaling)"
+
 
 class Gallery:
     """Enrolled identities and their face templates, in one store.
@@ -62,7 +66,8 @@ class Gallery:
         path: the gallery: a SQLite file path (the embedded store), a database URL of another
             store, or a libpq ``key=value`` string (PostgreSQL). Messages, ``repr`` and
             :attr:`location` never show its password.
-        model_identity: the :func:`model_identity` of the embedding model in use. Stored when
+        model_identity: the :func:`~kerascnn.face.gallery.records.pipeline_identity` of the face
+            pipeline in use (:func:`model_identity` of a bare embedding model). Stored when
             the gallery is created (or at its first enrollment if it had none); an existing
             gallery enrolled with another model refuses enroll, search and import. ``None``
             skips the check (listing, renaming, removing need no model).
@@ -198,10 +203,13 @@ class Gallery:
         if stored is None:
             return
         for key in IDENTITY_FIELDS:
+            if key not in REQUIRED_IDENTITY_FIELDS and (key not in stored or key not in identity):
+                continue  # a gallery or an export made before kerascnn recorded this field
             if stored.get(key) != identity.get(key):
                 raise GalleryModelMismatchError(
                     f"gallery {self.location} was enrolled with model {stored.get('name')!r} and the model in use "
-                    f"({identity.get('name')!r}) differs in {key}: gallery {short(stored.get(key))}, "
+                    f"({identity.get('name')!r}) differs in {key}{OPTIONS_NOTE if key == 'options_sha256' else ''}: "
+                    f"gallery {short(stored.get(key))}, "
                     f"model {short(identity.get(key))}; re-enroll with this model or use the gallery's model"
                 )
 
@@ -308,7 +316,7 @@ class Gallery:
         """
         name = check_name(name)
         self._check_writable()
-        identity = model_identity(pipeline.model)
+        identity = pipeline_identity(pipeline)
         self._check_model(identity)
         report = EnrollReport()
         paths = [os.fspath(p) for p in paths]
@@ -358,7 +366,7 @@ class Gallery:
         from kerascnn.data.folders import scan_folder
 
         self._check_writable()
-        self._check_model(model_identity(pipeline.model))
+        self._check_model(pipeline_identity(pipeline))
         dataset = scan_folder(folder, skip_empty_classes=True)
         report = EnrollReport()
         with tqdm(total=len(dataset), unit="img", desc="enroll", disable=not progress, file=sys.stderr) as bar:

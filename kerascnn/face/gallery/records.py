@@ -18,32 +18,57 @@ import numpy as np
 from kerascnn.errors import GalleryCorruptError, GalleryInputError
 
 MAX_NAME_LENGTH = 256
-IDENTITY_FIELDS = ("name", "input_size", "embedding_dim", "weights_sha256")
+IDENTITY_FIELDS = ("name", "input_size", "embedding_dim", "weights_sha256", "options_sha256")
+# the fields every identity has; options_sha256 is missing from those of galleries and exports made
+# before kerascnn recorded template options, and is then not compared
+REQUIRED_IDENTITY_FIELDS = IDENTITY_FIELDS[:4]
+PREPROCESSING_KEYS = ("scale", "offset", "mean", "variance")  # in-model input scaling, not among the weights
 
 
 # --- model identity --------------------------------------------------------------------------
-def model_identity(model: Any) -> dict:
-    """The identity of an embedding model, as a gallery stores it.
+def model_identity(model: Any, options: dict | None = None) -> dict:
+    """The identity of an embedding model, as a gallery stores it: two models share it only when
+    they make the same templates of the same faces.
 
     Args:
         model: a Keras model taking images ``(batch, h, w, c)`` and returning ``(batch, d)``
             embeddings.
+        options: what shapes the templates besides the model (a face pipeline's
+            ``template_options``: alignment template, crop size, test-time flip, box scales,
+            where they differ from those of a model without card); ``None`` for none.
 
     Returns:
-        ``{"name", "input_size": [h, w, c], "embedding_dim": d, "weights_sha256"}``; the
-        fingerprint is the sha256 of every weight's bytes, in the model's weight order.
+        ``{"name", "input_size": [h, w, c], "embedding_dim": d, "weights_sha256",
+        "options_sha256"}``: ``weights_sha256`` is the sha256 of every weight's bytes, in the
+        model's weight order; ``options_sha256`` that of ``options`` and of the constants of the
+        model's own input scaling (``Rescaling``, ``Normalization``: not among its weights), as
+        canonical JSON.
     """
     digest = hashlib.sha256()
     for weight in model.weights:
         value = weight.numpy() if hasattr(weight, "numpy") else weight
         digest.update(np.ascontiguousarray(value).tobytes())
+    preprocessing = []
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ in ("Rescaling", "Normalization"):
+            config = layer.get_config()
+            preprocessing.append({key: config[key] for key in PREPROCESSING_KEYS if key in config})
+    described = json.dumps({"options": options or {}, "preprocessing": preprocessing}, sort_keys=True,
+                           default=lambda value: np.asarray(value).tolist())
     input_shape = model.inputs[0].shape if getattr(model, "inputs", None) else model.input_shape
     return {
         "name": str(model.name),
         "input_size": [None if s is None else int(s) for s in tuple(input_shape)[1:]],
         "embedding_dim": int(model.outputs[0].shape[-1]),
         "weights_sha256": digest.hexdigest(),
+        "options_sha256": hashlib.sha256(described.encode()).hexdigest(),
     }
+
+
+def pipeline_identity(pipeline: Any) -> dict:
+    """The :func:`model_identity` of the templates a face pipeline makes: its ``model`` and its
+    ``template_options`` (none for a pipeline without them)."""
+    return model_identity(pipeline.model, getattr(pipeline, "template_options", None))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -113,9 +138,9 @@ def is_sha256(text: str) -> bool:
 
 def check_identity_dict(identity: Any) -> dict:
     """``identity`` if it is a :func:`model_identity` dict; GalleryInputError otherwise."""
-    if not isinstance(identity, dict) or any(key not in identity for key in IDENTITY_FIELDS):
+    if not isinstance(identity, dict) or any(key not in identity for key in REQUIRED_IDENTITY_FIELDS):
         raise GalleryInputError(
-            f"model identity must be a dict with keys {', '.join(IDENTITY_FIELDS)} (see model_identity()), "
+            f"model identity must be a dict with keys {', '.join(REQUIRED_IDENTITY_FIELDS)} (see model_identity()), "
             f"got {identity!r:.200}"
         )
     return identity
