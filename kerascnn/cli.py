@@ -1,8 +1,8 @@
 """The ``kerascnn`` command.
 
 Exit codes: 0 success (or a match), 1 a decision of "no match" / "not recognized" (or a demo
-that decided some probe wrongly), 2 an error (bad argument, bad input, missing file, gallery problem, or any unexpected failure), with
-a one-line message on stderr (``--verbose`` adds the traceback; with ``--json`` the error is one JSON
+that decided some probe wrongly), 2 an error (bad argument, bad input, missing file, gallery
+problem, or any unexpected failure), with a one-line message on stderr (``--verbose`` adds the traceback; with ``--json`` the error is one JSON
 object ``{"error": ..., "type": ...}`` on stdout).
 
 Each group of subcommands is added by one function below; handlers import the library lazily
@@ -447,7 +447,8 @@ def _cmd_verify(args) -> int:
     word = "MATCH" if result.match else "NO MATCH"
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {_threshold_text(threshold)} needed)" + _faces_note(face, args.select))
+           f"({'>=' if metric == 'cosine' else '<='} {_threshold_text(threshold)} needed)"
+           + _faces_note(face, args.select))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
 

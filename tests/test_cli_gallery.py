@@ -159,7 +159,8 @@ def test_postgres_server_problems_are_one_line_errors(capsys, postgres_server, t
         assert_one_line_error(code, err, "list", pattern)
         assert "wrong-pw" not in err and "s3cret" not in err
         assert "rolled back" not in err  # a read has nothing to roll back, and says so
-        assert ("nothing was written: run it again once the server is back" in err) == (pattern == "cannot reach the server")
+        unreachable = pattern == "cannot reach the server"
+        assert ("nothing was written: run it again once the server is back" in err) == unreachable
     postgres_server.drop_database(database)
 
 

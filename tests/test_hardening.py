@@ -66,7 +66,8 @@ def test_a_non_finite_threshold_is_an_error_not_a_decision(capsys, argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == EXIT_ERROR
-    assert re.search(r"argument --threshold: must be a finite number, got -?(nan|inf)$", capsys.readouterr().err.strip())
+    message = capsys.readouterr().err.strip()
+    assert re.search(r"argument --threshold: must be a finite number, got -?(nan|inf)$", message), message
 
 
 FACE_COMMANDS = {
