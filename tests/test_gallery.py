@@ -334,6 +334,10 @@ def test_confusable_names_are_refused_unless_allowed(gallery, rng, tmp_path, new
     gallery.rename("Alice", "aIice", allow_confusable=True)
     assert [i.name for i in gallery.identities()] == ["aIice", "alice", "caroI", CYRILLIC_ALICE]
     gallery.export(tmp_path / "e.json")
+    with Gallery(new_location("empty"), IDENTITY) as empty:  # names of the file that look like each other
+        with pytest.raises(ConfusableNameError, match="^identity name 'alice' looks like the new 'aIice'"):
+            empty.import_(tmp_path / "e.json")
+        assert empty.identities() == []
     with Gallery(new_location("other"), IDENTITY) as other:
         other.enroll("alice", unit(rng, 1))
         with pytest.raises(ConfusableNameError, match="'aIice' looks like the enrolled 'alice'"):

@@ -268,7 +268,9 @@ class Gallery:
         with self._transaction() as conn:
             self._check_model(identity, conn)
             self._adopt_model(conn, identity, embeddings.shape[1])
-            identity_id = self._touch(_identity_id_or_add(conn, name, created, allow_confusable))
+            if not allow_confusable:
+                _refuse_confusable(conn, [name])
+            identity_id = self._touch(_identity_id_or_add(conn, name, created))
             cursor = conn.executemany(
                 "INSERT INTO templates (identity_id, embedding, source_sha256, created) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT DO NOTHING",
@@ -321,7 +323,7 @@ class Gallery:
         self._check_model(identity)
         if not allow_confusable:
             with self._reading() as conn:
-                _refuse_confusable(conn, name)
+                _refuse_confusable(conn, [name])
         report = EnrollReport()
         digests: list[str | None] = []
         for path in paths:
@@ -462,7 +464,7 @@ class Gallery:
             if conn.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise GalleryInputError(f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
             if not allow_confusable:
-                _refuse_confusable(conn, new, besides=identity_id)
+                _refuse_confusable(conn, [new], besides=identity_id)
             conn.execute("UPDATE identities SET name = ? WHERE id = ?", (new, identity_id))
 
     def _identity_id(self, conn: Connection, name: str) -> int:
@@ -557,6 +559,7 @@ class Gallery:
         if identity is not None:
             identity = check_identity_dict(identity)
         names = [check_name(r["name"]) for r in records]
+        empty_names = [check_name(item["name"]) for item in header.get("empty_identities", [])]
         dim = header.get("embedding_dim")
         embeddings = (
             check_embeddings(np.array([r["embedding"] for r in records], dtype=np.float32).reshape(len(records), -1),
@@ -570,12 +573,13 @@ class Gallery:
             self._check_model(self._model, conn)
             if records:
                 self._adopt_model(conn, identity, embeddings.shape[1])
+            if not allow_confusable:
+                _refuse_confusable(conn, empty_names + names)
             added = 0
-            for item in header.get("empty_identities", []):
-                _identity_id_or_add(conn, check_name(item["name"]), str(item["created"]), allow_confusable)
+            for name, item in zip(empty_names, header.get("empty_identities", [])):
+                _identity_id_or_add(conn, name, str(item["created"]))
             for name, record, embedding in zip(names, records, embeddings):
-                identity_id = self._touch(_identity_id_or_add(conn, name, str(record["identity_created"]),
-                                                              allow_confusable))
+                identity_id = self._touch(_identity_id_or_add(conn, name, str(record["identity_created"])))
                 digest = record.get("source") or None
                 if digest is not None and not is_sha256(digest):
                     raise GalleryCorruptError(f"{source}: source {digest!r} of {name!r} is not a sha256 digest")
@@ -746,23 +750,21 @@ def _checked_matrix(rows: list, dim: int, location: str) -> np.ndarray:
     return matrix
 
 
-def _identity_id_or_add(conn: Connection, name: str, created: str, allow_confusable: bool) -> int:
+def _identity_id_or_add(conn: Connection, name: str, created: str) -> int:
     """The id of identity ``name``, added (created ``created``) if it is not enrolled (writers are
-    serialized, so no other transaction adds it meanwhile); a new name that looks like an enrolled
-    one raises ConfusableNameError unless ``allow_confusable``."""
+    serialized, so no other transaction adds it meanwhile)."""
     row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
     if row is None:
-        if not allow_confusable:
-            _refuse_confusable(conn, name)
         conn.execute("INSERT INTO identities (name, created) VALUES (?, ?)", (name, created))
         row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
     return row[0]
 
 
-def _refuse_confusable(conn: Connection, name: str, besides: int | None = None) -> None:
-    """ConfusableNameError if ``name`` is new and looks like an enrolled name other than identity ``besides``."""
+def _refuse_confusable(conn: Connection, names: list[str], besides: int | None = None) -> None:
+    """ConfusableNameError if a new name of ``names`` looks like an enrolled one (other than
+    identity ``besides``) or like another of ``names`` (see :func:`check_not_confusable`)."""
     rows = conn.execute("SELECT id, name FROM identities").fetchall()
-    check_not_confusable(name, [n for i, n in rows if i != besides])
+    check_not_confusable(names, [n for i, n in rows if i != besides])
 
 
 def _embed(pipeline: Any, paths: list[str], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:

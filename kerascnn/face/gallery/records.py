@@ -194,30 +194,32 @@ def name_skeleton(name: str) -> str:
     return unicodedata.normalize("NFD", "".join(prototypes.get(c, c) for c in unicodedata.normalize("NFD", name)))
 
 
-def check_not_confusable(name: str, enrolled: Iterable[str]) -> None:
-    """Refuse a new name that looks like an enrolled one (the same :func:`name_skeleton`).
+def check_not_confusable(names: Iterable[str], enrolled: Iterable[str]) -> None:
+    """Refuse new names that look like an enrolled one, or like another new one (the same
+    :func:`name_skeleton`).
 
     Args:
-        name: a name passed through :func:`check_name`.
-        enrolled: the names already enrolled; ``name`` itself among them is no conflict.
+        names: names passed through :func:`check_name`, in the order they are added; an enrolled
+            one, or one given twice, is no conflict.
+        enrolled: the names already enrolled.
 
     Raises:
-        ConfusableNameError: ``name`` is not enrolled and has the skeleton of an enrolled name;
-            the message names both and their first differing characters.
+        ConfusableNameError: a name with the skeleton of another name; the message names both and
+            their first differing characters.
     """
-    enrolled = list(enrolled)
-    if name in enrolled:
-        return
-    skeleton = name_skeleton(name)
-    for other in enrolled:
-        if name_skeleton(other) == skeleton:
-            at = next((i for i, (a, b) in enumerate(zip(name, other)) if a != b), min(len(name), len(other)))
-            ours, theirs = (_code_point(text[at]) if at < len(text) else "the end" for text in (name, other))
-            raise ConfusableNameError(
-                f"identity name {name!r:.300} looks like the enrolled {other!r:.300} (the same Unicode confusables "
-                f"skeleton): they differ first at character {at + 1}, {ours} against {theirs}; pass "
-                "--allow-confusable (allow_confusable=True) to enroll both"
-            )
+    enrolled = set(enrolled)
+    seen = {name_skeleton(other): other for other in sorted(enrolled)}
+    for name in names:
+        other = seen.setdefault(name_skeleton(name), name)
+        if other == name or name in enrolled:
+            continue
+        at = next((i for i, (a, b) in enumerate(zip(name, other)) if a != b), min(len(name), len(other)))
+        ours, theirs = (_code_point(text[at]) if at < len(text) else "the end" for text in (name, other))
+        raise ConfusableNameError(
+            f"identity name {name!r:.300} looks like the {'enrolled' if other in enrolled else 'new'} "
+            f"{other!r:.300} (the same Unicode confusables skeleton): they differ first at character {at + 1}, "
+            f"{ours} against {theirs}; pass --allow-confusable (allow_confusable=True) to enroll both"
+        )
 
 
 def check_embeddings(x: Any, what: str) -> np.ndarray:
