@@ -2,8 +2,8 @@
 
 Exit codes: 0 success (or a match), 1 a decision of "no match" / "not recognized" (or a demo
 that decided some probe wrongly), 2 an error (bad argument, bad input, missing file, gallery
-problem, or any unexpected failure), with a one-line message on stderr (``--verbose`` adds the traceback; with ``--json`` the error is one JSON
-object ``{"error": ..., "type": ...}`` on stdout).
+problem, or any unexpected failure), with a one-line message on stderr (``--verbose`` adds the
+traceback; with ``--json`` the error is one JSON object ``{"error": ..., "type": ...}`` on stdout).
 
 Each group of subcommands is added by one function below; handlers import the library lazily
 so that ``kerascnn --help`` answers at once.
