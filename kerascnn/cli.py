@@ -1,9 +1,9 @@
 """The ``kerascnn`` command.
 
-Exit codes: 0 success (or a match), 1 a decision of "no match" / "not recognized",
-2 an error (bad argument, bad input, missing file, gallery problem, or any unexpected failure), with
-a one-line message on stderr (``--verbose`` adds the traceback; with ``--json`` the error is one JSON
-object ``{"error": ..., "type": ...}`` on stdout).
+Exit codes: 0 success (or a match), 1 a decision of "no match" / "not recognized" (or a demo
+that decided some probe wrongly), 2 an error (bad argument, bad input, missing file, gallery
+problem, or any unexpected failure), with a one-line message on stderr (``--verbose`` adds the
+traceback; with ``--json`` the error is one JSON object ``{"error": ..., "type": ...}`` on stdout).
 
 Each group of subcommands is added by one function below; handlers import the library lazily
 so that ``kerascnn --help`` answers at once.
@@ -16,6 +16,7 @@ import contextlib
 import glob
 import importlib.abc
 import importlib.machinery
+import math
 import os
 import sys
 import tempfile
@@ -145,6 +146,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -219,8 +227,7 @@ def _add_finetune_command(sub) -> None:
     p.add_argument("--eval-data", nargs="+", default=None, help="identity folders of other people to score")
     p.add_argument("--eval-people", nargs="+", default=None, help="score only these person folders")
     p.add_argument("--out", required=True, help="run folder (model, card, checkpoints)")
-    p.add_argument("--detector", default=None, help="haar, yunet or a YuNet .onnx (default: yunet when "
-                                                    "$KERASCNN_DETECTOR_MODEL is set, else haar)")
+    _add_detector_option(p)
     p.add_argument("--steps", type=int, default=300, help="training steps in all (default 300)")
     p.add_argument("--steps-per-epoch", type=int, default=50, help="steps between checkpoints (default 50)")
     p.add_argument("--trainable-stages", type=int, default=1, help="top stages trained besides the head (default 1)")
@@ -254,18 +261,23 @@ def _cmd_finetune_face(args) -> int:
 
 
 # --- faces: verify, identify, calibrate, evaluate, demo ------------------------------------
+def _add_detector_option(parser: argparse.ArgumentParser) -> None:
+    """``--detector`` of every face command, and ``--detector-model PATH``, its deprecated hidden alias."""
+    parser.add_argument("--detector", default=None, metavar="haar|yunet|YUNET.onnx",
+                        help="face detector: haar, yunet (the model file of $KERASCNN_DETECTOR_MODEL) or a YuNet "
+                             ".onnx file (default: yunet when $KERASCNN_DETECTOR_MODEL is set, else haar)")
+    parser.add_argument("--detector-model", dest="detector", help=argparse.SUPPRESS)
+
+
 def _add_face_commands(sub) -> None:
     face = argparse.ArgumentParser(add_help=False)
     face.add_argument("--model", metavar="NAME|M.keras",
                       help="face model: dlib (the default: dlib's ResNet in Keras), small (the 64x64 distilled "
                            "model), or the path of a .keras embedder")
-    face.add_argument("--detector", default=None,
-                      help="haar or yunet (default: yunet when $KERASCNN_DETECTOR_MODEL is set, else haar)")
-    face.add_argument("--detector-model", metavar="YUNET.onnx",
-                      help="YuNet face detector model file (also $KERASCNN_DETECTOR_MODEL)")
+    _add_detector_option(face)
     face.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     decide = argparse.ArgumentParser(add_help=False)
-    decide.add_argument("--threshold", type=float, metavar="T",
+    decide.add_argument("--threshold", type=_finite, metavar="T",
                         help="decision threshold (default: the model's calibration)")
     decide.add_argument("--metric", choices=("cosine", "euclidean"),
                         help="scale of --threshold (default: the calibration's, else cosine)")
@@ -331,13 +343,14 @@ def _add_face_commands(sub) -> None:
 
     p = sub.add_parser("demo", parents=[face], help="enroll ORL people, then verify and identify held-back photos",
                        description="Enrolls the first images of a few ORL people into a fresh gallery, then "
-                                   "verifies and identifies held-back photos of them and of people not enrolled.")
+                                   "verifies and identifies held-back photos of them and of people not enrolled. "
+                                   "Exit code 0: every probe decided correctly, 1: not every one, 2: error.")
     p.add_argument("--data", default="../shared/data", metavar="DIR", help="folder holding orl/ (default ../shared/data)")
     p.add_argument("--gallery", metavar="G.db", help="the fresh gallery to create (default: a temporary file)")
     p.add_argument("--people", type=_positive_int, default=8, help="people to enroll (default 8)")
     p.add_argument("--enroll-images", type=_positive_int, default=5, help="images enrolled per person (default 5)")
     p.add_argument("--strangers", type=_count, default=4, help="people not enrolled to probe with (default 4)")
-    p.add_argument("--threshold", type=float, metavar="T",
+    p.add_argument("--threshold", type=_finite, metavar="T",
                    help="decision threshold of verify and identify (default: the model's 1:1 and 1:N calibrations)")
     p.add_argument("--metric", choices=("cosine", "euclidean"), help="scale of --threshold")
     p.add_argument("--fpir", type=float, metavar="F", help="target FPIR of the identify decisions (default 0.01)")
@@ -360,7 +373,7 @@ def _pairs_parent(required: bool) -> argparse.ArgumentParser:
 def _face_pipeline(args, select: str = "largest", single: bool = False):
     from kerascnn.face.pipeline import FacePipeline
 
-    return FacePipeline(detector=args.detector_model or args.detector, model=args.model, select=select, single=single)
+    return FacePipeline(detector=args.detector, model=args.model, select=select, single=single)
 
 
 def _decision_threshold(args) -> tuple[float, str]:
@@ -392,7 +405,7 @@ def _identify_threshold(args, gallery_size: int):
     if args.threshold is not None:
         metric = args.metric or "cosine"
         return args.threshold, metric, {"threshold": args.threshold, "metric": metric, "how": "--threshold"}, (
-            f"1:N threshold: {metric} {args.threshold:.4f} (--threshold)")
+            f"1:N threshold: {metric} {_threshold_text(args.threshold)} (--threshold)")
     try:
         calibration = load_open_set_calibration(args.model)
     except FaceModelError:  # no card: the 1:1 path below says so, and what to do
@@ -405,11 +418,17 @@ def _identify_threshold(args, gallery_size: int):
         how = ("no 1:N calibration in the model card: using the 1:1 threshold, whose false positives grow with "
                "the gallery's size (run 'kerascnn calibrate --open-set')")
         return threshold, metric, {"threshold": threshold, "metric": metric, "how": how}, (
-            f"1:N threshold: {metric} {threshold:.4f} ({how})")
+            f"1:N threshold: {metric} {_threshold_text(threshold)} ({how})")
     point = open_set_threshold(calibration, gallery_size, DEFAULT_FPIR if args.fpir is None else args.fpir)
     if args.metric and args.metric != point.metric:
         raise FaceModelError(f"--metric {args.metric} differs from the 1:N calibration's {point.metric}: pass --threshold too")
     return point.threshold, point.metric, point.to_dict(), point.describe()
+
+
+def _threshold_text(value: float) -> str:
+    """A decision threshold as printed: 4 decimals, or 4 significant digits and an exponent for a
+    huge one (a --threshold of -1e308 is not 300 digits long)."""
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
 
 
 def _open_for_search(args, pipeline):
@@ -429,7 +448,8 @@ def _cmd_verify(args) -> int:
     word = "MATCH" if result.match else "NO MATCH"
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)" + _faces_note(face, args.select))
+           f"({'>=' if metric == 'cosine' else '<='} {_threshold_text(threshold)} needed)"
+           + _faces_note(face, args.select))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
 
@@ -448,7 +468,7 @@ def _cmd_identify(args) -> int:
         result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
             else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
-                 f"threshold {threshold:.4f})")
+                 f"threshold {_threshold_text(threshold)})")
     lines = [head + _faces_note(face, args.select)]
     lines += [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)] + [described]
     _print(args, {"image": args.image, **result.to_dict(), "operating_point": point, "face": face.to_dict()},
@@ -497,9 +517,16 @@ def _failure_summary(batch, pairs) -> dict:
             "failures": [{"path": p, "error": m} for p, m in sorted(failed.items())[:50]]}
 
 
-def _report_lines(report: dict, metric: str) -> list[str]:
+def _report_lines(report: dict, metric: str, fold_ids) -> list[str]:
+    """The accuracy and ROC lines of a pairs report; ``fold_ids`` are the scored pairs' folds (0-based),
+    so a single fold, cut into 10 parts for the cross-validation, reads "10 parts of fold 7", not "10 folds"."""
+    import numpy as np
+
     tar = ", ".join(f"TAR@FAR={k}: {v:.4f}" for k, v in report["tar_at_far"].items())
-    return [f"accuracy {report['accuracy']:.4f} +- {report['accuracy_std']:.4f} ({len(report['fold_accuracies'])} folds, "
+    folds = np.unique(fold_ids)
+    splits = len(report["fold_accuracies"])
+    how = f"{splits} folds" if len(folds) >= 2 else f"{splits} parts of fold {int(folds[0]) + 1}"
+    return [f"accuracy {report['accuracy']:.4f} +- {report['accuracy_std']:.4f} ({how}, "
             f"{report['num_genuine']} genuine + {report['num_impostor']} impostor pairs, {metric})",
             f"AUC {report['auc']:.4f}, EER {report['eer']:.4f}, {tar}"]
 
@@ -528,7 +555,7 @@ def _cmd_calibrate(args) -> int:
     calibration["source"] = (f"kerascnn calibrate on {args.pairs} ({len(pairs)} pairs; {summary['failure_to_detect']} "
                              f"images without a face, pairs {args.missing}ed)")
     card = None if args.no_save else save_calibration(args.model or DEFAULT_MODEL, calibration)
-    lines = _report_lines(calibration, args.metric) + [
+    lines = _report_lines(calibration, args.metric, pairs.fold) + [
         f"threshold {calibration['threshold']:.4f} ({calibration['criterion']}): FAR {calibration['far']:.4f}, "
         f"TAR {calibration['tar']:.4f}, accuracy {calibration['accuracy_at_threshold']:.4f}",
         f"failure to detect: {summary['failure_to_detect']} of {summary['images']} images",
@@ -611,7 +638,7 @@ def _cmd_evaluate(args) -> int:
     summary = _failure_summary(batch, pairs)
     out = {**report.to_dict(), "metric": args.metric, "missing": args.missing, "pairs": len(pairs),
            "pairs_scored": int(kept.sum()), **summary}
-    lines = _report_lines(out, args.metric) + [
+    lines = _report_lines(out, args.metric, pairs.fold[kept]) + [
         f"failure to detect: {summary['failure_to_detect']} of {summary['images']} images "
         f"({summary['pairs_with_missing_face']} pairs {args.missing}ed)"]
     _print(args, out, "\n".join(lines))
@@ -664,7 +691,7 @@ def _cmd_demo(args) -> int:
     source = "--threshold" if args.threshold is not None else "the model's 1:1 calibration"
     lines = [f"enrolled {len(enrolled)} ORL people x {args.enroll_images} images ({n_templates} templates) into "
              f"{args.gallery or 'a temporary gallery'}",
-             f"verify: 1:1 {metric} threshold {threshold:.4f} ({source})",
+             f"verify: 1:1 {metric} threshold {_threshold_text(threshold)} ({source})",
              f"identify: {described}",
              "(thresholds come from calibration on development data, never from these photos)"]
     for r in rows:
@@ -683,7 +710,7 @@ def _cmd_demo(args) -> int:
     _print(args, {"threshold": threshold, "metric": metric, "identify_operating_point": point, "enrolled": enrolled,
                   "templates": n_templates, "probes": rows, "correct": correct, "failures": wrong or None},
            "\n".join(lines))
-    return EXIT_OK
+    return EXIT_NO_MATCH if wrong else EXIT_OK
 
 
 def _demo_failures(rows: list[dict]) -> str:
@@ -721,8 +748,9 @@ def _add_gallery_commands(sub) -> None:
     p.add_argument("images", nargs="*", metavar="IMG", help="photos of that person")
     p.add_argument("--folder", metavar="DIR", help="enroll every DIR/<name>/<image> instead")
     p.add_argument("--model", metavar="M.keras", help="embedding model (default: the shipped face model)")
-    p.add_argument("--detector", default=None, help="haar or yunet (default: yunet when $KERASCNN_DETECTOR_MODEL is set)")
-    p.add_argument("--detector-model", metavar="YUNET.onnx", help="YuNet face detector model file")
+    _add_detector_option(p)
+    p.add_argument("--allow-confusable", action="store_true",
+                   help="enroll a new name even if it looks like an enrolled one (e.g. a Cyrillic 'а' in 'аlice')")
     p.add_argument("--select", choices=("largest", "central"), default="largest",
                    help="which face of a photo with several (default largest)")
     p.set_defaults(func=_cmd_enroll)
@@ -735,6 +763,7 @@ def _add_gallery_commands(sub) -> None:
     p = sub.add_parser("rename", parents=[common], help="rename an identity")
     p.add_argument("old", metavar="OLD")
     p.add_argument("new", metavar="NEW")
+    p.add_argument("--allow-confusable", action="store_true", help="accept a NEW that looks like another enrolled name")
     p.set_defaults(func=_cmd_rename)
     p = sub.add_parser("export", parents=[common], help="write the gallery to a portable .json or .npz file")
     p.add_argument("file", metavar="FILE")
@@ -742,6 +771,7 @@ def _add_gallery_commands(sub) -> None:
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("import", parents=[common], help="add the identities of an exported .json or .npz file")
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--allow-confusable", action="store_true", help="add new names even if they look like enrolled ones")
     p.set_defaults(func=_cmd_import)
 
 
@@ -762,12 +792,13 @@ def _cmd_enroll(args) -> int:
         raise GalleryInputError(f"enroll {args.name}: give at least one image")
     from kerascnn.face.pipeline import FacePipeline  # TensorFlow: only once the arguments are sound
 
-    pipeline = FacePipeline(detector=args.detector_model or args.detector, model=args.model, select=args.select)
+    pipeline = FacePipeline(detector=args.detector, model=args.model, select=args.select)
     with open_gallery(args.gallery, pipeline_identity(pipeline), timeout=args.timeout) as gallery:
         if args.folder:
-            report = gallery.enroll_folder(args.folder, pipeline, progress=True)
+            report = gallery.enroll_folder(args.folder, pipeline, progress=True, allow_confusable=args.allow_confusable)
         else:
-            report = gallery.enroll_images(args.name, args.images, pipeline, strict=True)
+            report = gallery.enroll_images(args.name, args.images, pipeline, strict=True,
+                                           allow_confusable=args.allow_confusable)
     lines = [f"skipped {path}: {error}" for path, error in report.failures]
     lines.append(f"enrolled {len(report.enrolled)} identities, {report.templates} templates into {gallery.location}"
                  + (f" ({report.skipped} images already enrolled)" if report.skipped else ""))
@@ -810,7 +841,7 @@ def _cmd_rename(args) -> int:
     from kerascnn.face.gallery import Gallery
 
     with Gallery(args.gallery, create=False, timeout=args.timeout) as gallery:
-        gallery.rename(args.old, args.new)
+        gallery.rename(args.old, args.new, allow_confusable=args.allow_confusable)
     _print(args, {"renamed": args.old, "to": args.new}, f"renamed {args.old} to {args.new}")
     return EXIT_OK
 
@@ -832,7 +863,7 @@ def _cmd_import(args) -> int:
 
     read_export(Path(args.file))  # a bad file is refused before a new gallery is created for it
     with open_gallery(args.gallery, timeout=args.timeout) as gallery:
-        count = gallery.import_(args.file)
+        count = gallery.import_(args.file, allow_confusable=args.allow_confusable)
     _print(args, {"imported": args.file, "templates": count}, f"imported {count} templates into {gallery.location}")
     return EXIT_OK
 

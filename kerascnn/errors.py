@@ -121,6 +121,11 @@ class GalleryInputError(GalleryError, ValueError):
     """Embeddings of the wrong shape or dtype, or with NaN; an invalid or taken identity name."""
 
 
+class ConfusableNameError(GalleryInputError):
+    """A new identity name that looks like an enrolled one (the same Unicode confusables skeleton,
+    e.g. a Cyrillic ``а`` for a Latin ``a``); the message names both and where they differ."""
+
+
 # --- distillation ---------------------------------------------------------------------------
 class TeacherUnavailableError(KerasCNNError, ImportError):
     """A teacher embedder whose optional dependency or model files are missing."""

@@ -121,12 +121,12 @@ def test_empty_gallery_and_gallery_of_another_model(setup, tmp_path, orl_dir, ca
     assert digest(setup["gallery"]) == before
 
 
-def _tiny_pairs(lfw_pairs, tmp_path):
-    """2 folds x 3 matched + 3 mismatched pairs taken from the real pairs file."""
+def _tiny_pairs(lfw_pairs, tmp_path, per_half=3):
+    """2 folds x ``per_half`` matched + ``per_half`` mismatched pairs taken from the real pairs file."""
     lines = lfw_pairs.read_text().splitlines()
-    rows = lines[1:4] + lines[301:304] + lines[601:604] + lines[901:904]
+    rows = [line for start in (1, 301, 601, 901) for line in lines[start:start + per_half]]
     path = tmp_path / "pairs.txt"
-    path.write_text("2\t3\n" + "\n".join(rows) + "\n")
+    path.write_text(f"2\t{per_half}\n" + "\n".join(rows) + "\n")
     return path
 
 
@@ -165,17 +165,42 @@ def test_evaluate_json_with_yunet(setup, lfw_pairs, lfw_dir, yunet_path, tmp_pat
 
 
 @pytest.mark.slow
+def test_evaluate_of_one_fold_says_it_was_cut_into_parts(setup, lfw_pairs, lfw_dir, tmp_path, capsys):
+    pairs = _tiny_pairs(lfw_pairs, tmp_path, per_half=5)
+    code, out, err = run_cli(capsys, "evaluate", "--pairs", pairs, "--images", lfw_dir, "--model", setup["model"],
+                             "--detector", "haar", "--folds", 2)
+    assert code == 0, err
+    assert "(10 parts of fold 2, 5 genuine + 5 impostor pairs, cosine)" in out.splitlines()[0]
+
+
+@pytest.mark.slow
 def test_demo_enrolls_and_decides(setup, shared_dir, tmp_path, capsys):
     gallery = tmp_path / "demo.db"
     argv = ["demo", "--data", shared_dir / "data", "--model", setup["model"], "--detector", "haar", "--people", 2,
             "--enroll-images", 2, "--strangers", 1, "--threshold", 0.5, "--gallery", gallery]
     code, out, _ = run_cli(capsys, *argv)
-    assert code == 0 and "enrolled 2 ORL people x 2 images (4 templates)" in out
+    assert "enrolled 2 ORL people x 2 images (4 templates)" in out
     assert "of 3 probes decided correctly" in out and "identify: 1:N threshold: cosine 0.5000 (--threshold)" in out
+    assert code == (0 if "3 of 3 probes decided correctly" in out else 1)
     with Gallery(gallery) as g:
         assert [i.name for i in g.identities()] == ["s1", "s2"]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "already exists" in err
+
+
+@pytest.mark.slow
+def test_demo_exits_1_when_a_probe_is_decided_wrongly(setup, shared_dir, capsys):
+    """One person, one probe: a threshold below every score decides it right (exit 0; the huge
+    threshold printed short), one above every cosine decides it wrong (exit 1)."""
+    argv = ["demo", "--data", shared_dir / "data", "--model", setup["model"], "--detector", "haar", "--people", 1,
+            "--enroll-images", 1, "--strangers", 0]
+    code, out, err = run_cli(capsys, *argv, "--threshold=-1e308")
+    assert code == 0, err
+    assert "verify: 1:1 cosine threshold -1e+308 (--threshold)" in out and max(map(len, out.splitlines())) < 200
+    assert out.splitlines()[-1] == "1 of 1 probes decided correctly"
+    code, out, _ = run_cli(capsys, *argv, "--threshold", 1.01)
+    assert code == 1 and "0 of 1 probes decided correctly" in out
+    assert out.splitlines()[-1].startswith("the model does not decide every probe correctly")
 
 
 def test_verify_face_script_runs_verify_or_identify(setup, orl_dir, capsys):

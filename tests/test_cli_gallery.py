@@ -90,6 +90,8 @@ def test_export_import_round_trip(capsys, gallery_path, tmp_path, new_location):
     (["remove", "{g}", "carol"], "remove", "'carol' is not enrolled in gallery"),
     (["rename", "{g}", "carol", "dave"], "rename", "'carol' is not enrolled in gallery"),
     (["rename", "{g}", "alice", "bob"], "rename", "'bob' is already enrolled"),
+    (["rename", "{g}", "bob", "\u0430lice"], "rename", "'аlice' looks like the enrolled 'alice' (the same Unicode "
+     "confusables skeleton): they differ first at character 1, U+0430 (CYRILLIC SMALL LETTER A) against U+0061"),
     (["import", "{g}", "{tmp}/missing.json"], "import", "missing.json does not exist"),
     (["export", "{g}", "{tmp}/out.csv"], "export", "must end in .json or .npz"),
 ])
@@ -100,6 +102,21 @@ def test_errors_leave_the_gallery_as_it_was(capsys, gallery_path, tmp_path, argv
     code, _, err = run(capsys, *argv)
     assert_one_line_error(code, err, command, pattern)
     assert snapshot(gallery_path) == before
+
+
+def test_allow_confusable_overrides_on_rename_and_import(capsys, gallery_path, tmp_path, new_location):
+    code, out, _ = run(capsys, "rename", "--gallery", gallery_path, "bob", "\u0430lice", "--allow-confusable")
+    assert code == EXIT_OK and out.strip() == "renamed bob to \u0430lice"
+    run(capsys, "export", "--gallery", gallery_path, tmp_path / "e.json")
+    copy = new_location("copy")
+    with Gallery(copy, IDENTITY) as g:
+        g.enroll("alice", np.ones((1, 4)))
+    before = snapshot(copy)
+    code, _, err = run(capsys, "import", "--gallery", copy, tmp_path / "e.json")
+    assert_one_line_error(code, err, "import", "'аlice' looks like the enrolled 'alice'")
+    assert snapshot(copy) == before
+    code, out, _ = run(capsys, "import", "--gallery", copy, tmp_path / "e.json", "--allow-confusable")
+    assert code == EXIT_OK and out.strip() == f"imported 3 templates into {copy}"
 
 
 def test_missing_corrupt_and_read_only_galleries(capsys, tmp_path):
@@ -141,6 +158,9 @@ def test_postgres_server_problems_are_one_line_errors(capsys, postgres_server, t
         code, _, err = run(capsys, "list", "--gallery", url, "--timeout", "2")
         assert_one_line_error(code, err, "list", pattern)
         assert "wrong-pw" not in err and "s3cret" not in err
+        assert "rolled back" not in err  # a read has nothing to roll back, and says so
+        unreachable = pattern == "cannot reach the server"
+        assert ("nothing was written: run it again once the server is back" in err) == unreachable
     postgres_server.drop_database(database)
 
 
@@ -223,3 +243,15 @@ def test_enroll_images_and_folder(capsys, tmp_path, lfw_dir, tiny_models):
     assert [f["path"] for f in report["failures"]] == [str(folder / people[1] / "notes.jpg")]
     with Gallery(gallery, create=False) as g:
         assert [(i.name, i.templates) for i in g.identities()] == [(people[0], 2), (people[1], 2)]
+
+    # a name that only looks like an enrolled one (a Cyrillic А): refused before any image is read, unless allowed
+    lookalike = "\u0410" + people[0][1:]
+    before = snapshot(gallery)
+    code, _, err = run(capsys, "enroll", "--gallery", gallery, lookalike, junk, "--model", tiny_models[0])
+    assert_one_line_error(code, err, "enroll", f"'{lookalike}' looks like the enrolled '{people[0]}'")
+    assert snapshot(gallery) == before
+    code, out, err = run(capsys, "enroll", "--gallery", gallery, lookalike, images[people[0]][0], "--model",
+                         tiny_models[0], "--allow-confusable")
+    assert code == EXIT_OK, err
+    with Gallery(gallery, create=False) as g:
+        assert [i.name for i in g.identities()] == [people[0], people[1], lookalike]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from kerascnn.errors import (
+    ConfusableNameError,
     EmptyGalleryError,
     GalleryCorruptError,
     GalleryInputError,
@@ -335,6 +336,43 @@ def test_bad_names(gallery, rng, name):
     assert gallery.identities() == []
 
 
+CYRILLIC_ALICE = "\u0430lice"  # "аlice", its first letter a Cyrillic а
+
+
+def test_confusable_names_are_refused_unless_allowed(gallery, rng, tmp_path, new_location):
+    """A new name with the UTS #39 skeleton of an enrolled one is refused by enroll, rename and
+    import, naming both and the first differing code points; allow_confusable overrides."""
+    gallery.enroll("alice", unit(rng, 1))
+    gallery.enroll("Alice", unit(rng, 1))  # another letter case is another name
+    gallery.enroll("carol", unit(rng, 1))
+    gallery.rename("carol", "caroI")  # looks only like itself: no conflict
+    message = (r"^identity name 'аlice' looks like the enrolled 'alice' \(the same Unicode confusables skeleton\): "
+               r"they differ first at character 1, U\+0430 \(CYRILLIC SMALL LETTER A\) against U\+0061 \(LATIN "
+               r"SMALL LETTER A\); pass --allow-confusable \(allow_confusable=True\) to enroll both$")
+    with pytest.raises(ConfusableNameError, match=message):
+        gallery.enroll(CYRILLIC_ALICE, unit(rng, 1))
+    with pytest.raises(ConfusableNameError, match="'aIice' looks like the enrolled 'alice'.*U\\+0049 .*U\\+006C "):
+        gallery.rename("Alice", "aIice")  # a capital I for the l
+    assert [(i.name, i.templates) for i in gallery.identities()] == [("Alice", 1), ("alice", 1), ("caroI", 1)]
+
+    gallery.enroll(CYRILLIC_ALICE, unit(rng, 1), allow_confusable=True)
+    gallery.enroll("alice", unit(rng, 1))  # an enrolled name still takes templates
+    gallery.rename("Alice", "aIice", allow_confusable=True)
+    assert [i.name for i in gallery.identities()] == ["aIice", "alice", "caroI", CYRILLIC_ALICE]
+    gallery.export(tmp_path / "e.json")
+    with Gallery(new_location("empty"), IDENTITY) as empty:  # names of the file that look like each other
+        with pytest.raises(ConfusableNameError, match="^identity name 'alice' looks like the new 'aIice'"):
+            empty.import_(tmp_path / "e.json")
+        assert empty.identities() == []
+    with Gallery(new_location("other"), IDENTITY) as other:
+        other.enroll("alice", unit(rng, 1))
+        with pytest.raises(ConfusableNameError, match="'aIice' looks like the enrolled 'alice'"):
+            other.import_(tmp_path / "e.json")
+        assert [(i.name, i.templates) for i in other.identities()] == [("alice", 1)]  # nothing imported
+        assert other.import_(tmp_path / "e.json", allow_confusable=True) == 5
+        assert [i.name for i in other.identities()] == ["aIice", "alice", "caroI", CYRILLIC_ALICE]
+
+
 def test_sources_count_must_match(gallery, rng):
     with pytest.raises(GalleryInputError, match="got 1 sources for 2 embeddings"):
         gallery.enroll("alice", unit(rng, 2), sources=[b"x"])
@@ -603,6 +641,31 @@ def test_enroll_images_strict_and_lenient(tmp_path, location):
     np.testing.assert_allclose(gallery.templates("alice"), expected)
     again = gallery.enroll_images("alice", paths, pipeline, strict=False)
     assert again.enrolled == {} and again.skipped == 2 and pipeline.calls[-1] == [str(paths[1])]
+
+
+def test_enroll_images_refuses_an_empty_list(location):
+    pipeline = FakePipeline()
+    with Gallery(location, model_identity(pipeline.model)) as g:
+        with pytest.raises(GalleryInputError, match=r"^enroll_images\('alice'\) got no image path: give at least one"):
+            g.enroll_images("alice", [], pipeline)
+        assert g.identities() == [] and pipeline.calls == []
+
+
+def test_confusable_names_are_refused_before_their_images_are_embedded(tmp_path, location):
+    pipeline = FakePipeline()
+    with Gallery(location, model_identity(pipeline.model)) as g:
+        g.enroll_images("alice", [make_folder(tmp_path / "a", {"alice": 1}) / "alice" / "0.jpg"], pipeline)
+        folder = make_folder(tmp_path / "faces", {CYRILLIC_ALICE: 2, "bob": 1})
+        with pytest.raises(ConfusableNameError, match="'аlice' looks like the enrolled 'alice'"):
+            g.enroll_images(CYRILLIC_ALICE, sorted((folder / CYRILLIC_ALICE).iterdir()), pipeline)
+        assert len(pipeline.calls) == 1  # only alice's image was embedded
+        report = g.enroll_folder(folder, pipeline, progress=False)  # the folder's other people are enrolled
+        assert report.enrolled == {"bob": 1} and len(pipeline.calls) == 2
+        assert report.failures == [(str(folder / CYRILLIC_ALICE), report.failures[0][1])]
+        assert report.failures[0][1].startswith("not enrolled: identity name 'аlice' looks like the enrolled 'alice'")
+        report = g.enroll_folder(folder, pipeline, progress=False, allow_confusable=True)
+        assert report.enrolled == {CYRILLIC_ALICE: 2} and report.skipped == 1
+        assert [i.name for i in g.identities()] == ["alice", "bob", CYRILLIC_ALICE]
 
 
 def test_enroll_folder_commits_per_identity_and_resumes(tmp_path, location, capsys):

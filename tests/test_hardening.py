@@ -57,6 +57,48 @@ def test_bad_top_k_is_refused_by_the_parser_before_tensorflow(value):
     assert "--top-k" in result.stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["verify", "--gallery", "g.db", "alice", "x.jpg", "--threshold", "nan"],
+    ["identify", "--gallery", "g.db", "x.jpg", "--threshold=inf"],
+    ["demo", "--threshold=-inf"],
+])
+def test_a_non_finite_threshold_is_an_error_not_a_decision(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == EXIT_ERROR
+    message = capsys.readouterr().err.strip()
+    assert re.search(r"argument --threshold: must be a finite number, got -?(nan|inf)$", message), message
+
+
+FACE_COMMANDS = {
+    "enroll": ["enroll", "--gallery", "g.db", "alice", "a.jpg"],
+    "verify": ["verify", "--gallery", "g.db", "alice", "a.jpg"],
+    "identify": ["identify", "--gallery", "g.db", "a.jpg"],
+    "calibrate": ["calibrate"],
+    "evaluate": ["evaluate", "--pairs", "pairs.txt", "--images", "lfw"],
+    "demo": ["demo"],
+    "finetune-face": ["finetune-face", "--data", "people", "--out", "run"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(FACE_COMMANDS))
+def test_every_face_command_takes_one_detector_option(capsys, command):
+    """--detector takes haar, yunet or a YuNet file everywhere; --detector-model FILE, the old
+    name of some commands, still means --detector FILE but is no longer shown."""
+    from kerascnn.cli import build_parser
+
+    parser = build_parser()
+    argv = FACE_COMMANDS[command]
+    for value in ("haar", "yunet", "models/yunet.onnx"):
+        assert parser.parse_args([*argv, "--detector", value]).detector == value
+    assert parser.parse_args([*argv, "--detector-model", "old/yunet.onnx"]).detector == "old/yunet.onnx"
+    assert parser.parse_args(argv).detector is None  # the default detector, as before
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert "--detector haar|yunet|YUNET.onnx" in shown and "--detector-model" not in shown
+
+
 def test_negative_timeout_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as info:
         main(["list", "--gallery", "g.db", "--timeout", "-1"])
@@ -229,6 +271,18 @@ def test_names_are_one_identity_in_nfc_and_nfd(tmp_path):
         g.rename(nfd, "Zoe\u0308")  # an NFD new name is stored in NFC
         assert [i.name for i in g.identities()] == ["Zo\u00eb"]
         assert g.remove("Zoe\u0308") == 2 and g.identities() == []
+
+
+def test_surrounding_whitespace_is_not_part_of_a_name(tmp_path):
+    with Gallery(tmp_path / "g.db", IDENTITY) as g:
+        g.enroll("  bob  ", _unit(1, 0))
+        g.enroll("bob\u00a0", _unit(1, 1))  # a no-break space too
+        assert [(i.name, i.templates) for i in g.identities()] == [("bob", 2)]
+        assert " bob" in g and g.templates("bob ").shape == (2, 4)
+        g.rename(" bob", "  robert ")
+        assert [i.name for i in g.identities()] == ["robert"]
+        with pytest.raises(ValueError, match="is blank"):  # only whitespace: still no name
+            g.enroll(" \u00a0 ", _unit(1, 2))
 
 
 @pytest.mark.parametrize("name, code_point", [

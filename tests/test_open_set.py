@@ -91,6 +91,13 @@ def test_euclidean_thresholds_are_the_cosine_ones_converted():
     assert euc["operating_points"][0]["dir"] == cos["operating_points"][0]["dir"]
 
 
+def test_repeated_fpirs_give_one_operating_point_each():
+    emb, labels = synthetic()
+    result = calibrate_open_set(emb, labels, gallery_sizes=[5, 10], fpirs=(0.5, 0.1, 0.5), draws=1)
+    assert [(p["gallery_size"], p["fpir"]) for p in result["operating_points"]] == [
+        (5, 0.5), (5, 0.1), (10, 0.5), (10, 0.1)]
+
+
 def test_bad_input_messages():
     emb, labels = synthetic(people=30)
     with pytest.raises(DatasetError, match="at least 2 people .* got 1"):

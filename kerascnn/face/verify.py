@@ -346,7 +346,7 @@ def calibrate_open_set(
         labels: the identity of each row.
         gallery_sizes: the ``N`` to calibrate; default 10, 100, 1000, ... up to what the data
             allows (fewer people than needed are left out).
-        fpirs: the target FPIRs.
+        fpirs: the target FPIRs (each once: repeats are dropped).
         enroll_per_person: images enrolled per person (the others are mated searches).
         draws: random galleries per ``N`` (pooled).
         metric: the scale of the stored thresholds, ``"cosine"`` or ``"euclidean"`` (the cosine
@@ -373,6 +373,7 @@ def calibrate_open_set(
         raise ValueError(f"enroll_per_person and draws must be >= 1, got {enroll_per_person} and {draws}")
     if not fpirs or any(not 0 < f < 1 for f in fpirs):
         raise ValueError(f"every FPIR must be in (0, 1), got {list(fpirs)}")
+    fpirs = list(dict.fromkeys(float(f) for f in fpirs))  # "--fpir 0.5 0.5": one row, not two
     embeddings = np.asarray(embeddings, np.float32)
     labels = np.asarray(labels).reshape(-1)
     if embeddings.ndim != 2 or len(embeddings) != len(labels):

@@ -41,6 +41,7 @@ from kerascnn.face.gallery.records import (
     check_embeddings,
     check_identity_dict,
     check_name,
+    check_not_confusable,
     from_blob,
     is_sha256,
     now,
@@ -243,6 +244,7 @@ class Gallery:
         embeddings: np.ndarray,
         sources: Sequence[str | os.PathLike | bytes | None] | None = None,
         model_identity: dict | None = None,
+        allow_confusable: bool = False,
     ) -> int:
         """Enroll templates of one identity, in one transaction.
 
@@ -257,12 +259,15 @@ class Gallery:
                 ``"sha256:<hex>"`` digest, or ``None``.
             model_identity: the model that made the embeddings (default: the gallery's
                 ``model_identity`` argument).
+            allow_confusable: enroll a new name even if it looks like an enrolled one.
 
         Returns:
             The number of templates added.
 
         Raises:
             GalleryInputError: bad name, embeddings of the wrong shape, dtype or dimension, NaN.
+            ConfusableNameError: a new name that looks like an enrolled one ("аlice" with a
+                Cyrillic ``а`` beside "alice"), unless ``allow_confusable``.
             GalleryModelMismatchError: the model differs from the gallery's.
             GalleryLockedError: the gallery is read-only or locked beyond the timeout.
         """
@@ -274,6 +279,8 @@ class Gallery:
         with self._transaction() as conn:
             self._check_model(identity, conn)
             self._adopt_model(conn, identity, embeddings.shape[1])
+            if not allow_confusable:
+                _refuse_confusable(conn, [name])
             identity_id = self._touch(_identity_id_or_add(conn, name, created))
             cursor = conn.executemany(
                 "INSERT INTO templates (identity_id, embedding, source_sha256, created) VALUES (?, ?, ?, ?) "
@@ -294,7 +301,7 @@ class Gallery:
         return {r[0] for r in rows}
 
     def enroll_images(self, name: str, paths: Sequence[str | os.PathLike], pipeline: Any, strict: bool = True,
-                      progress: bool = False) -> EnrollReport:
+                      progress: bool = False, allow_confusable: bool = False) -> EnrollReport:
         """Embed images of one person with a face pipeline and enroll them (one transaction).
 
         Args:
@@ -306,20 +313,29 @@ class Gallery:
                 nothing (else such images are reported in ``failures`` and the others enrolled).
                 Of an image with several faces, the pipeline's selected (first) face is enrolled.
             progress: show the pipeline's progress bar.
+            allow_confusable: enroll a new name even if it looks like an enrolled one.
 
         Returns:
             An :class:`EnrollReport`.
 
         Raises:
+            GalleryInputError: no image path at all, or a bad name.
+            ConfusableNameError: a new name that looks like an enrolled one, unless
+                ``allow_confusable`` (checked before any image is embedded).
             GalleryModelMismatchError: the pipeline's model is not the gallery's (checked first).
             FaceError, ImageReadError: with ``strict``, the error of the first failed image.
         """
         name = check_name(name)
+        paths = [os.fspath(p) for p in paths]
+        if not paths:
+            raise GalleryInputError(f"enroll_images({name!r}) got no image path: give at least one image")
         self._check_writable()
         identity = pipeline_identity(pipeline)
         self._check_model(identity)
+        if not allow_confusable:
+            with self._reading() as conn:
+                _refuse_confusable(conn, [name])
         report = EnrollReport()
-        paths = [os.fspath(p) for p in paths]
         digests: list[str | None] = []
         for path in paths:
             try:
@@ -337,22 +353,26 @@ class Gallery:
         ok = [j for j, error in enumerate(errors) if error is None]
         if ok:
             report.enrolled[name] = self.enroll(
-                name, embeddings[ok], [digests[todo[j]] for j in ok], model_identity=identity
+                name, embeddings[ok], [digests[todo[j]] for j in ok], model_identity=identity,
+                allow_confusable=allow_confusable,
             )
         return report
 
-    def enroll_folder(self, folder: str | os.PathLike, pipeline: Any, progress: bool = True) -> EnrollReport:
+    def enroll_folder(self, folder: str | os.PathLike, pipeline: Any, progress: bool = True,
+                      allow_confusable: bool = False) -> EnrollReport:
         """Enroll every identity of an ``identity/image`` folder, one transaction per identity.
 
         A process killed mid-way keeps every identity committed before; running it again skips
         the images already enrolled (by source hash) and completes the rest. Images without a
         usable face or that cannot be read, and sub-folders whose name is not a valid identity
-        name, are reported in ``failures`` and skipped.
+        name or looks like an enrolled one (see :meth:`enroll`), are reported in ``failures`` and
+        skipped.
 
         Args:
             folder: one sub-folder per person, holding that person's images.
             pipeline: a face pipeline (see :meth:`enroll_images`).
             progress: show a progress bar over the images.
+            allow_confusable: enroll new names even if they look like enrolled ones.
 
         Returns:
             An :class:`EnrollReport` over all identities.
@@ -374,12 +394,11 @@ class Gallery:
                 paths = [p for p, y in zip(dataset.paths, dataset.labels) if y == label]
                 bar.set_postfix_str(name, refresh=False)
                 try:
-                    check_name(name)
-                except GalleryInputError as exc:  # a folder name that cannot be an identity: skip it
+                    part = self.enroll_images(name, paths, pipeline, strict=False, allow_confusable=allow_confusable)
+                except GalleryInputError as exc:  # a folder name that cannot be an identity, or looks like one
                     report.failures.append((str(Path(folder) / name), f"not enrolled: {exc}"))
                     bar.update(len(paths))
                     continue
-                part = self.enroll_images(name, paths, pipeline, strict=False)
                 report.enrolled.update(part.enrolled)
                 report.skipped += part.skipped
                 report.failures.extend(part.failures)
@@ -437,18 +456,26 @@ class Gallery:
             conn.execute("DELETE FROM identities WHERE id = ?", (identity_id,))
         return count
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, allow_confusable: bool = False) -> None:
         """Rename an identity.
+
+        Args:
+            old: the enrolled name.
+            new: its new name.
+            allow_confusable: accept a new name that looks like another enrolled one.
 
         Raises:
             UnknownIdentityError: ``old`` is not enrolled.
             GalleryInputError: ``new`` is not a valid name or is already enrolled.
+            ConfusableNameError: ``new`` looks like another enrolled name, unless ``allow_confusable``.
         """
         new = check_name(new)
         with self._transaction() as conn:
             identity_id = self._touch(self._identity_id(conn, old))
             if conn.execute("SELECT 1 FROM identities WHERE name = ?", (new,)).fetchone():
                 raise GalleryInputError(f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
+            if not allow_confusable:
+                _refuse_confusable(conn, [new], besides=identity_id)
             conn.execute("UPDATE identities SET name = ? WHERE id = ?", (new, identity_id))
 
     def _identity_id(self, conn: Connection, name: str) -> int:
@@ -515,12 +542,16 @@ class Gallery:
         write_export(path, header, records)
         return len(records)
 
-    def import_(self, path: str | os.PathLike) -> int:
+    def import_(self, path: str | os.PathLike, allow_confusable: bool = False) -> int:
         """Add the identities and templates of an exported file, in one transaction.
 
         Identities already enrolled get the new templates; templates already there (same source
         image hash, or the same embedding when the source is unknown) are skipped, so importing a
         file twice adds nothing. Nothing is written if anything in the file is invalid.
+
+        Args:
+            path: the ``.json`` or ``.npz`` file of :meth:`export`.
+            allow_confusable: add new names even if they look like enrolled ones (or like each other).
 
         Returns:
             The number of templates added.
@@ -529,15 +560,17 @@ class Gallery:
             GalleryCorruptError: the file is not a kerascnn gallery export (names the file).
             GalleryModelMismatchError: it was made with another model than this gallery's.
             GalleryInputError: its templates do not fit this gallery (dimension, NaN, names).
+            ConfusableNameError: a new name looks like an enrolled one, unless ``allow_confusable``.
         """
-        return self._import_records(*read_export(Path(path)), source=str(path))
+        return self._import_records(*read_export(Path(path)), source=str(path), allow_confusable=allow_confusable)
 
-    def _import_records(self, header: dict, records: list[dict], source: str) -> int:
+    def _import_records(self, header: dict, records: list[dict], source: str, allow_confusable: bool = False) -> int:
         """Add exported records (see :meth:`_records`) in one transaction; ``source`` names them in errors."""
         identity = header.get("model_identity")
         if identity is not None:
             identity = check_identity_dict(identity)
         names = [check_name(r["name"]) for r in records]
+        empty_names = [check_name(item["name"]) for item in header.get("empty_identities", [])]
         dim = header.get("embedding_dim")
         embeddings = (
             check_embeddings(np.array([r["embedding"] for r in records], dtype=np.float32).reshape(len(records), -1),
@@ -551,9 +584,11 @@ class Gallery:
             self._check_model(self._model, conn)
             if records:
                 self._adopt_model(conn, identity, embeddings.shape[1])
+            if not allow_confusable:
+                _refuse_confusable(conn, empty_names + names)
             added = 0
-            for item in header.get("empty_identities", []):
-                _identity_id_or_add(conn, check_name(item["name"]), str(item["created"]))
+            for name, item in zip(empty_names, header.get("empty_identities", [])):
+                _identity_id_or_add(conn, name, str(item["created"]))
             for name, record, embedding in zip(names, records, embeddings):
                 identity_id = self._touch(_identity_id_or_add(conn, name, str(record["identity_created"])))
                 digest = record.get("source") or None
@@ -734,6 +769,13 @@ def _identity_id_or_add(conn: Connection, name: str, created: str) -> int:
         conn.execute("INSERT INTO identities (name, created) VALUES (?, ?)", (name, created))
         row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
     return row[0]
+
+
+def _refuse_confusable(conn: Connection, names: list[str], besides: int | None = None) -> None:
+    """ConfusableNameError if a new name of ``names`` looks like an enrolled one (other than
+    identity ``besides``) or like another of ``names`` (see :func:`check_not_confusable`)."""
+    rows = conn.execute("SELECT id, name FROM identities").fetchall()
+    check_not_confusable(names, [n for i, n in rows if i != besides])
 
 
 def _embed(pipeline: Any, paths: list[str], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:

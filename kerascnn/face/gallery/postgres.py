@@ -177,12 +177,12 @@ class PostgresStore(GalleryStore):
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[_Connection]:
-        with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") as conn:
+        with self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", writes=False) as conn:
             yield conn
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[_Connection]:
-        with self._transaction("BEGIN") as conn:
+        with self._transaction("BEGIN", writes=True) as conn:
             conn.execute(_WRITE_LOCK)
             yield conn
 
@@ -194,14 +194,14 @@ class PostgresStore(GalleryStore):
 
     # -- plumbing -----------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _transaction(self, begin: str) -> Iterator[_Connection]:
+    def _transaction(self, begin: str, writes: bool) -> Iterator[_Connection]:
         """A transaction on a live connection (reconnecting after a lost one), committed when the
-        block succeeds and rolled back when it raises."""
+        block succeeds and rolled back when it raises; ``writes``: it may write (for messages)."""
         if self._closed:
             raise GalleryError(f"gallery {self.location} is closed")
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._connect()
-        with self._errors():
+        with self._errors(writes):
             self._conn.execute(begin)
             try:
                 yield _Connection(self._conn)
@@ -212,8 +212,9 @@ class PostgresStore(GalleryStore):
                 raise
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Turn psycopg errors into gallery errors that name the database (never its password)."""
+    def _errors(self, writes: bool = False) -> Iterator[None]:
+        """Turn psycopg errors into gallery errors that name the database (never its password);
+        ``writes``: inside a transaction that may write (a lost connection then says it was rolled back)."""
         psycopg = self._psycopg
         try:
             yield
@@ -234,9 +235,10 @@ class PostgresStore(GalleryStore):
             if state in ("25006", "42501"):
                 raise GalleryLockedError(f"{where} is read-only for this user: {text}") from exc
             if isinstance(exc, psycopg.OperationalError) or (self._conn is not None and self._conn.broken):
+                happened = ("the interrupted transaction was rolled back (unless the connection broke during its "
+                            "commit): run it again once the server is back (images already enrolled are skipped)"
+                            if writes else "nothing was written: run it again once the server is back")
                 raise GalleryConnectionError(
-                    f"{where}: cannot reach the server or lost the connection ({text}); the interrupted "
-                    "transaction was rolled back (unless the connection broke during its commit): run it again "
-                    "once the server is back (images already enrolled are skipped)"
+                    f"{where}: cannot reach the server or lost the connection ({text}); {happened}"
                 ) from exc
             raise GalleryCorruptError(f"{where} cannot be read: {text}") from exc

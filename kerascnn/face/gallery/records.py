@@ -1,21 +1,23 @@
 """What a gallery holds and checks: model identities, records, and the validation of names and templates.
 
-Plain NumPy and the standard library: no store, no search, no TensorFlow.
+Plain NumPy, the standard library and Unicode's confusables data (``confusable_homoglyphs``): no
+store, no search, no TensorFlow.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from kerascnn.errors import GalleryCorruptError, GalleryInputError
+from kerascnn.errors import ConfusableNameError, GalleryCorruptError, GalleryInputError
 
 MAX_NAME_LENGTH = 256
 IDENTITY_FIELDS = ("name", "input_size", "embedding_dim", "weights_sha256", "options_sha256")
@@ -147,12 +149,13 @@ def check_identity_dict(identity: Any) -> dict:
 
 
 def check_name(name: Any) -> str:
-    """``name`` normalised to Unicode NFC if it is a valid identity name; GalleryInputError otherwise.
+    """``name`` normalised to Unicode NFC, without surrounding whitespace, if it is a valid identity
+    name; GalleryInputError otherwise.
 
     Every gallery entry point that takes a name (enroll, rename, remove, verify, import, lookups)
-    goes through here, so "René" typed in NFC or NFD is one identity. Control (Cc) and format (Cf)
-    characters (newlines, C1 controls, zero-width and right-to-left override characters) are
-    refused, the message naming the code point.
+    goes through here, so "René" typed in NFC or NFD is one identity, and so are "  bob " and
+    "bob". Control (Cc) and format (Cf) characters (newlines, C1 controls, zero-width and
+    right-to-left override characters) are refused, the message naming the code point.
     """
     if not isinstance(name, str):
         raise GalleryInputError(f"identity name must be a string, got {type(name).__name__}")
@@ -162,6 +165,7 @@ def check_name(name: Any) -> str:
                                 f"{MAX_NAME_LENGTH} printable characters")
     if not name.strip():
         raise GalleryInputError(f"identity name {name!r} is blank: give a name with a visible character")
+    name = name.strip()
     if len(name) > MAX_NAME_LENGTH:
         raise GalleryInputError(f"identity name must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}: "
                                 f"{name!r:.100}")
@@ -169,12 +173,78 @@ def check_name(name: Any) -> str:
         kind = unicodedata.category(c)
         if kind in ("Cc", "Cf"):
             what = "a control character" if kind == "Cc" else "an invisible format character"
-            label = unicodedata.name(c, "")
-            raise GalleryInputError(
-                f"identity name {name!r:.300} contains U+{ord(c):04X}{f' ({label})' if label else ''}, "
-                f"{what}: names must be printable"
-            )
+            raise GalleryInputError(f"identity name {name!r:.300} contains {_code_point(c)}, {what}: names must be "
+                                    "printable")
     return name
+
+
+def _code_point(char: str) -> str:
+    """``"U+0430 (CYRILLIC SMALL LETTER A)"``: a character's code point and Unicode name (for messages)."""
+    label = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}{f' ({label})' if label else ''}"
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    """Unicode's confusables table (UTS #39 ``confusables.txt``) as ``{character: prototype}``.
+
+    ``confusable_homoglyphs`` keeps the table as links both ways (a character and its prototype
+    list each other) and wraps right-to-left characters in U+200E marks: the marks are dropped, a
+    character with one link that is a sequence or a shared prototype maps to it, and of two
+    characters linked only to each other the larger maps to the smaller (either way, the two
+    then have one skeleton, which is all a comparison of skeletons needs).
+    """
+    from confusable_homoglyphs.confusables import confusables_data
+
+    links = {key.replace("\u200e", ""): [e["c"].replace("\u200e", "") for e in entries]
+             for key, entries in confusables_data.items()}
+    prototypes = {char: other for char, (other, *more) in links.items()
+                  if len(char) == 1 and not more and (len(other) > 1 or len(links[other]) > 1 or other < char)}
+    return {char: "".join(prototypes.get(c, c) for c in target) for char, target in prototypes.items()}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def name_skeleton(name: str) -> str:
+    """The UTS #39 skeleton of ``name``: NFD, every character replaced by its prototype in
+    Unicode's confusables table, NFD again. Names that look alike share it ("аlice" with a Cyrillic
+    ``а`` and "alice"; "rn" and "m"); letter case is kept ("Alice" and "alice" differ).
+
+    Args:
+        name: any text.
+
+    Returns:
+        The skeleton, for comparison only (it is no name to show).
+    """
+    prototypes = _prototypes()
+    return unicodedata.normalize("NFD", "".join(prototypes.get(c, c) for c in unicodedata.normalize("NFD", name)))
+
+
+def check_not_confusable(names: Iterable[str], enrolled: Iterable[str]) -> None:
+    """Refuse new names that look like an enrolled one, or like another new one (the same
+    :func:`name_skeleton`).
+
+    Args:
+        names: names passed through :func:`check_name`, in the order they are added; an enrolled
+            one, or one given twice, is no conflict.
+        enrolled: the names already enrolled.
+
+    Raises:
+        ConfusableNameError: a name with the skeleton of another name; the message names both and
+            their first differing characters.
+    """
+    enrolled = set(enrolled)
+    seen = {name_skeleton(other): other for other in sorted(enrolled)}
+    for name in names:
+        other = seen.setdefault(name_skeleton(name), name)
+        if other == name or name in enrolled:
+            continue
+        at = next((i for i, (a, b) in enumerate(zip(name, other)) if a != b), min(len(name), len(other)))
+        ours, theirs = (_code_point(text[at]) if at < len(text) else "the end" for text in (name, other))
+        raise ConfusableNameError(
+            f"identity name {name!r:.300} looks like the {'enrolled' if other in enrolled else 'new'} "
+            f"{other!r:.300} (the same Unicode confusables skeleton): they differ first at character {at + 1}, "
+            f"{ours} against {theirs}; pass --allow-confusable (allow_confusable=True) to enroll both"
+        )
 
 
 def check_embeddings(x: Any, what: str) -> np.ndarray:
