@@ -61,7 +61,7 @@ def _seed():
 
 
 @pytest.fixture(autouse=True)
-def _kerascnn_home(tmp_path_factory, monkeypatch):
+def kerascnn_home(tmp_path_factory, monkeypatch):
     """Every test (and the commands it runs) stores calibrations in a fresh temporary
     ``$KERASCNN_HOME``, never in the real home."""
     home = tmp_path_factory.mktemp("kerascnn_home")
