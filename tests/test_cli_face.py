@@ -140,10 +140,10 @@ def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lf
     code, out, _ = run_cli(capsys, "calibrate", "--pairs", pairs, "--images", lfw_dir, "--model", model,
                         "--detector", "haar", "--roc", roc, "--json")
     data = json.loads(out)
-    assert code == 0 and data["num_genuine"] + data["num_impostor"] == 12 and data["criterion"] == "best accuracy"
+    assert code == 0 and not model.with_suffix(".json").exists()  # the user's calibration file, never a model card
+    assert data["num_genuine"] + data["num_impostor"] == 12 and data["criterion"] == "best accuracy"
     stored = json.loads(open(data["calibration_file"]).read())
     assert roc.read_bytes()[:4] == b"\x89PNG" and data["calibration_file"].startswith(str(kerascnn_home))
-    assert not model.with_suffix(".json").exists()  # the user's calibration file, never a card beside the model
     entry = stored["calibrations"][0]
     assert entry["calibration"]["threshold"] == pytest.approx(data["threshold"]) and entry["counts"] == {"pairs": 12}
     assert (entry["kind"], entry["detector"], entry["dataset"]) == ("1:1", "haar", str(pairs))
