@@ -452,8 +452,8 @@ def _cmd_verify(args) -> int:
     word = "MATCH" if result.match else "NO MATCH"
     _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict(), "threshold_source": chosen.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)" + _faces_note(face, args.select)
-           + f"\n  threshold from {chosen.describe()}")
+           f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)\n  threshold from {chosen.describe()}"
+           + _faces_note(face, args.select))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
 

@@ -156,7 +156,7 @@ def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lf
     assert json.loads(out)["threshold_source"]["path"] == data["calibration_file"]
     code, out, _ = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "s1", orl_dir / "s1" / "7.pgm")
-    assert out.splitlines()[-1].startswith(f"  threshold from the user calibration {data['calibration_file']} (1:1; "
+    assert out.splitlines()[1].startswith(f"  threshold from the user calibration {data['calibration_file']} (1:1; "
                                            f"detector haar; {pairs}; 12 pairs; stored 20")
     # with another detector there is no calibration: verify says where it looked
     code, _, err = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector-model",
