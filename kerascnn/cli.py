@@ -302,7 +302,8 @@ def _add_face_commands(sub) -> None:
                        description="1:1 (--pairs, --images): embeds every pair (central face), picks the threshold of "
                                    "best accuracy or of a target false accept rate, stores it in the user's "
                                    "calibration file of the model and detector ($KERASCNN_HOME/calibrations, default "
-                                   "~/.kerascnn; never the model card), prints ROC figures (EER, TAR at FAR 1e-2 and 1e-3) and writes a ROC PNG. "
+                                   "~/.kerascnn; never the model card; or --out FILE), prints ROC figures (EER, TAR "
+                                   "at FAR 1e-2 and 1e-3) and writes a ROC PNG. "
                                    "1:N (--open-set --folder DIR): draws galleries of N enrolled people from an "
                                    "identity folder of development people (never the people you will enroll), "
                                    "searches with other photos of them and with photos of people not enrolled, and "
@@ -405,7 +406,9 @@ def _decision_threshold(args, pipeline):
 
 def _searched(args) -> str:
     """Where calibrations were looked for, in words."""
-    return f"none in {args.calibration}" if args.calibration else "none in the user's calibrations nor in the model card"
+    if args.calibration:
+        return f"none in {args.calibration}"
+    return "none in the user's calibrations nor in the model card"
 
 
 def _identify_threshold(args, gallery_size: int, pipeline):
@@ -450,7 +453,8 @@ def _cmd_verify(args) -> int:
         probe, face = pipeline.embed_one(args.image)
         result = verify(gallery, args.name, probe, threshold, metric, reduce=args.reduce)
     word = "MATCH" if result.match else "NO MATCH"
-    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict(), "threshold_source": chosen.to_dict()},
+    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict(),
+                  "threshold_source": chosen.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
            f"({'>=' if metric == 'cosine' else '<='} {threshold:.4f} needed)\n  threshold from {chosen.describe()}"
            + _faces_note(face, args.select))
@@ -720,8 +724,8 @@ def _cmd_demo(args) -> int:
     if wrong:
         lines.append(f"the model does not decide every probe correctly at these operating points: {wrong}")
     _print(args, {"threshold": threshold, "metric": metric, "threshold_source": chosen.to_dict(),
-                  "identify_operating_point": point, "identify_threshold_source": id_chosen.to_dict(), "enrolled": enrolled,
-                  "templates": n_templates, "probes": rows, "correct": correct, "failures": wrong or None},
+                  "identify_operating_point": point, "identify_threshold_source": id_chosen.to_dict(),
+                  "enrolled": enrolled, "templates": n_templates, "probes": rows, "correct": correct, "failures": wrong or None},
            "\n".join(lines))
     return EXIT_OK
 

@@ -86,7 +86,8 @@ def test_calibrate_open_set_then_identify_uses_the_operating_point(setup, orl_di
     code, out, _ = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--fpir", 0.1, probe)
     assert out.strip().splitlines()[-1].startswith("1:N operating point: FPIR 0.1 for a gallery of 2, cosine threshold")
-    assert out.strip().splitlines()[-2].startswith(f"threshold from the user calibration {stored} (open-set; detector haar;")
+    assert out.strip().splitlines()[-2].startswith(f"threshold from the user calibration {stored} (open-set; "
+                                                   "detector haar;")
     code, _, err = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--fpir", 0.001, probe)
     assert code == 2 and "no 1:N operating point at FPIR 0.001 in the calibration (calibrated and measured: 0.1)" in err
@@ -143,13 +144,15 @@ def test_open_set_bad_input_messages(setup, orl_dir, tmp_path, capsys):
     one.mkdir()
     (one / "s1").symlink_to(orl_dir / "s1")
     code, _, err = run_cli(capsys, *base, "--folder", one)
-    assert code == 2 and f"{one}: open-set calibration needs at least 2 people (some enrolled, others not), got 1" in err
+    assert code == 2 and f"{one}: open-set calibration needs at least 2 people (some enrolled, others not), got 1" \
+        in err
     singles = tmp_path / "singles"
     for k in (1, 2, 3):
         (singles / f"s{k}").mkdir(parents=True)
         (singles / f"s{k}" / "1.pgm").symlink_to(orl_dir / f"s{k}" / "1.pgm")
     code, _, err = run_cli(capsys, *base, "--folder", singles)
-    assert code == 2 and "needs people with at least 2 images (1 enrolled + 1 mated search); every one of the 3 people" in err
+    assert code == 2 and "needs people with at least 2 images (1 enrolled + 1 mated search); every one of the 3 " \
+                         "people" in err
     code, _, err = run_cli(capsys, *base)
     assert code == 2 and "calibrate --open-set needs --folder DIR" in err
     code, _, err = run_cli(capsys, *base, "--folder", singles, "--sets", 1)
@@ -158,7 +161,8 @@ def test_open_set_bad_input_messages(setup, orl_dir, tmp_path, capsys):
     assert code == 2 and "calibrate needs --pairs and --images (1:1), or --open-set --folder DIR (1:N)" in err
     code, _, err = run_cli(capsys, "identify", "--gallery", setup["gallery"], "--model", setup["model"], "--detector",
                         "haar", "--fpir", 0.01, orl_dir / "s1" / "8.pgm")
-    assert code == 2 and "--fpir needs a 1:N calibration, and there is none (none in the user's calibrations nor in the model card)" in err
+    assert code == 2 and ("--fpir needs a 1:N calibration, and there is none (none in the user's calibrations nor "
+                          "in the model card)") in err
 
 
 def test_calibrate_checks_its_arguments_against_the_data_before_embedding(setup, monkeypatch, capsys):
