@@ -283,6 +283,7 @@ def _add_face_commands(sub) -> None:
                         help="scale of --threshold (default: the calibration's, else cosine)")
     decide.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     decide.add_argument("--timeout", type=_seconds, default=10.0, metavar="S", help="gallery lock wait (default 10)")
+    decide.add_argument("--calibration", metavar="FILE", help=CALIBRATION_HELP)
 
     p = sub.add_parser("verify", parents=[face, decide], help="1:1: is the face in IMG the enrolled NAME?",
                        description="Exit code 0: match, 1: no match, 2: error.")
@@ -312,15 +313,21 @@ def _add_face_commands(sub) -> None:
     p = sub.add_parser("calibrate", parents=[face, _pairs_parent(required=False)],
                        help="choose and store the model's decision thresholds (1:1, or 1:N with --open-set)",
                        description="1:1 (--pairs, --images): embeds every pair (central face), picks the threshold of "
-                                   "best accuracy or of a target false accept rate, stores it in the card beside the "
-                                   "model, prints ROC figures (EER, TAR at FAR 1e-2 and 1e-3) and writes a ROC PNG. "
+                                   "best accuracy or of a target false accept rate, stores it in the user's "
+                                   "calibration file of the model and detector ($KERASCNN_HOME/calibrations, default "
+                                   "~/.kerascnn; never the model card; or --out FILE), prints ROC figures (EER, TAR "
+                                   "at FAR 1e-2 and 1e-3) and writes a ROC PNG. "
                                    "1:N (--open-set --folder DIR): draws galleries of N enrolled people from an "
                                    "identity folder of development people (never the people you will enroll), "
                                    "searches with other photos of them and with photos of people not enrolled, and "
                                    "stores the threshold of each target FPIR per N, with the DIR there.")
-    p.add_argument("--target-far", type=float, metavar="F",
+    p.add_argument("--target-far", type=_fraction, metavar="F",
                    help="pick the threshold of highest TAR with FAR <= F (default: best accuracy)")
     p.add_argument("--no-save", action="store_true", help="print the calibration without storing it")
+    p.add_argument("--out", metavar="FILE", help="store it in this calibration file (read with --calibration) "
+                                                 "instead of the user's ($KERASCNN_HOME, default ~/.kerascnn)")
+    p.add_argument("--force", action="store_true",
+                   help="store it even if it was measured on less data than the calibration it replaces")
     p.add_argument("--open-set", action="store_true", help="calibrate 1:N identification from --folder instead")
     p.add_argument("--folder", metavar="DIR", help="identity folder DIR/<person>/<image> (with --open-set)")
     p.add_argument("--people", metavar="PEOPLE.txt", help="LFW people.txt: use only the people of its --sets")
@@ -330,7 +337,8 @@ def _add_face_commands(sub) -> None:
     p.add_argument("--fpir", type=float, nargs="+", metavar="F", default=[1e-1, 1e-2, 1e-3],
                    help="target false-positive identification rates (default 0.1 0.01 0.001)")
     p.add_argument("--enroll", type=int, default=1, metavar="K", help="images enrolled per person (default 1)")
-    p.add_argument("--draws", type=int, default=5, help="random galleries per size, pooled (default 5)")
+    p.add_argument("--draws", type=int, default=5,
+                   help="random galleries per size, pooled (default 5; at most 1000, and 10^6 searches per size)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--plot", metavar="PNG", help="write DIR against FPIR there")
     p.set_defaults(func=_cmd_calibrate)
@@ -354,7 +362,12 @@ def _add_face_commands(sub) -> None:
                    help="decision threshold of verify and identify (default: the model's 1:1 and 1:N calibrations)")
     p.add_argument("--metric", choices=("cosine", "euclidean"), help="scale of --threshold")
     p.add_argument("--fpir", type=float, metavar="F", help="target FPIR of the identify decisions (default 0.01)")
+    p.add_argument("--calibration", metavar="FILE", help=CALIBRATION_HELP)
     p.set_defaults(func=_cmd_demo)
+
+
+CALIBRATION_HELP = ("use the calibrations of this file (written by 'kerascnn calibrate --out'; default: the user's "
+                    "for the model and detector, else the model card's)")
 
 
 def _pairs_parent(required: bool) -> argparse.ArgumentParser:
@@ -376,53 +389,67 @@ def _face_pipeline(args, select: str = "largest", single: bool = False):
     return FacePipeline(detector=args.detector, model=args.model, select=select, single=single)
 
 
-def _decision_threshold(args) -> tuple[float, str]:
-    """``(threshold, metric)`` from the command line, else from the model's calibration."""
-    if args.threshold is not None:
-        return args.threshold, args.metric or "cosine"
+def _calibration(args, pipeline, kind: str):
+    """The calibration of ``kind`` for the pipeline's model and detector (``--calibration FILE``, else the
+    user's, else the model card's; :func:`kerascnn.face.calibrations.find_calibration`), or None."""
+    from kerascnn.face.calibrations import detector_name, find_calibration
+    from kerascnn.face.gallery import model_identity
+
+    return find_calibration(kind, model_identity(pipeline.model), detector_name(pipeline.detector), args.model,
+                            args.calibration)
+
+
+def _decision_threshold(args, pipeline):
+    """``(threshold, metric, CalibrationChoice)`` from the command line, else from the 1:1 calibration in use."""
     from kerascnn.errors import FaceModelError
-    from kerascnn.face.model import load_calibration
-
-    try:
-        calibration = load_calibration(args.model)
-    except FaceModelError as exc:
-        raise FaceModelError(f"{exc}; pass --threshold or run 'kerascnn calibrate' first") from exc
-    if args.metric and args.metric != calibration["metric"]:
-        raise FaceModelError(
-            f"--metric {args.metric} differs from the calibration's {calibration['metric']}: pass --threshold too"
-        )
-    return float(calibration["threshold"]), calibration["metric"]
-
-
-def _identify_threshold(args, gallery_size: int):
-    """``(threshold, metric, operating point dict, description)`` of a 1:N decision: --threshold,
-    else the model's 1:N operating point for ``gallery_size`` and --fpir, else (no 1:N
-    calibration) the 1:1 threshold, said so."""
-    from kerascnn.errors import FaceModelError
-    from kerascnn.face.model import load_open_set_calibration
-    from kerascnn.face.verify import DEFAULT_FPIR, open_set_threshold
+    from kerascnn.face.calibrations import CalibrationChoice, detector_name
 
     if args.threshold is not None:
         metric = args.metric or "cosine"
-        return args.threshold, metric, {"threshold": args.threshold, "metric": metric, "how": "--threshold"}, (
-            f"1:N threshold: {metric} {_threshold_text(args.threshold)} (--threshold)")
-    try:
-        calibration = load_open_set_calibration(args.model)
-    except FaceModelError:  # no card: the 1:1 path below says so, and what to do
-        calibration = None
-    if calibration is None:
+        return args.threshold, metric, CalibrationChoice("1:1", {"threshold": args.threshold, "metric": metric},
+                                                         "--threshold")
+    chosen = _calibration(args, pipeline, "1:1")
+    if chosen is None:
+        raise FaceModelError(f"no 1:1 calibration of this model for detector {detector_name(pipeline.detector)} "
+                             f"({_searched(args)}); pass --threshold or run 'kerascnn calibrate' first")
+    metric = chosen.values["metric"]
+    if args.metric and args.metric != metric:
+        raise FaceModelError(f"--metric {args.metric} differs from the calibration's {metric}: pass --threshold too")
+    return float(chosen.values["threshold"]), metric, chosen
+
+
+def _searched(args) -> str:
+    """Where calibrations were looked for, in words."""
+    if args.calibration:
+        return f"none in {args.calibration}"
+    return "none in the user's calibrations nor in the model card"
+
+
+def _identify_threshold(args, gallery_size: int, pipeline):
+    """``(threshold, metric, operating point dict, description, CalibrationChoice)`` of a 1:N decision:
+    --threshold, else the 1:N operating point for ``gallery_size`` and --fpir of the open-set calibration
+    in use, else (none) the 1:1 threshold, said so."""
+    from kerascnn.errors import FaceModelError
+    from kerascnn.face.verify import DEFAULT_FPIR, open_set_threshold
+
+    if args.threshold is not None:
+        threshold, metric, chosen = _decision_threshold(args, pipeline)
+        return threshold, metric, {"threshold": threshold, "metric": metric, "how": "--threshold"}, (
+            f"1:N threshold: {metric} {_threshold_text(threshold)} (--threshold)"), chosen
+    chosen = _calibration(args, pipeline, "open-set")
+    if chosen is None:
         if args.fpir is not None:
-            raise FaceModelError("--fpir needs the model's 1:N calibration, and its card has none: run "
+            raise FaceModelError(f"--fpir needs a 1:N calibration, and there is none ({_searched(args)}): run "
                                  "'kerascnn calibrate --open-set --folder DIR' first, or pass --threshold")
-        threshold, metric = _decision_threshold(args)
-        how = ("no 1:N calibration in the model card: using the 1:1 threshold, whose false positives grow with "
+        threshold, metric, chosen = _decision_threshold(args, pipeline)
+        how = (f"no 1:N calibration ({_searched(args)}): using the 1:1 threshold, whose false positives grow with "
                "the gallery's size (run 'kerascnn calibrate --open-set')")
         return threshold, metric, {"threshold": threshold, "metric": metric, "how": how}, (
-            f"1:N threshold: {metric} {_threshold_text(threshold)} ({how})")
-    point = open_set_threshold(calibration, gallery_size, DEFAULT_FPIR if args.fpir is None else args.fpir)
+            f"1:N threshold: {metric} {_threshold_text(threshold)} ({how})"), chosen
+    point = open_set_threshold(chosen.values, gallery_size, DEFAULT_FPIR if args.fpir is None else args.fpir)
     if args.metric and args.metric != point.metric:
         raise FaceModelError(f"--metric {args.metric} differs from the 1:N calibration's {point.metric}: pass --threshold too")
-    return point.threshold, point.metric, point.to_dict(), point.describe()
+    return point.threshold, point.metric, point.to_dict(), point.describe(), chosen
 
 
 def _threshold_text(value: float) -> str:
@@ -440,15 +467,16 @@ def _open_for_search(args, pipeline):
 def _cmd_verify(args) -> int:
     from kerascnn.face.verify import verify
 
-    threshold, metric = _decision_threshold(args)
     pipeline = _face_pipeline(args, select=args.select)
+    threshold, metric, chosen = _decision_threshold(args, pipeline)
     with _open_for_search(args, pipeline) as gallery:
         probe, face = pipeline.embed_one(args.image)
         result = verify(gallery, args.name, probe, threshold, metric, reduce=args.reduce)
     word = "MATCH" if result.match else "NO MATCH"
-    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict()},
+    _print(args, {"image": args.image, **result.to_dict(), "face": face.to_dict(),
+                  "threshold_source": chosen.to_dict()},
            f"{word}: {args.image} vs {args.name} ({result.templates} templates): {metric} {result.score:.4f} "
-           f"({'>=' if metric == 'cosine' else '<='} {_threshold_text(threshold)} needed)"
+           f"({'>=' if metric == 'cosine' else '<='} {_threshold_text(threshold)} needed)\n  threshold from {chosen.describe()}"
            + _faces_note(face, args.select))
     return EXIT_OK if result.match else EXIT_NO_MATCH
 
@@ -463,16 +491,17 @@ def _cmd_identify(args) -> int:
             from kerascnn.errors import EmptyGalleryError
 
             raise EmptyGalleryError(f"gallery {gallery.location} is empty: enroll someone before identifying")
-        threshold, metric, point, described = _identify_threshold(args, size)
+        threshold, metric, point, described, chosen = _identify_threshold(args, size, pipeline)
         probe, face = pipeline.embed_one(args.image)
         result = identify(gallery, probe, threshold, metric, top_k=args.top_k)
     head = (f"RECOGNIZED: {args.image} is {result.name} ({metric} {result.score:.4f})" if result.recognized
             else f"NOT RECOGNIZED: {args.image} (best {result.candidates[0].name}, {metric} {result.score:.4f}, "
                  f"threshold {_threshold_text(threshold)})")
     lines = [head + _faces_note(face, args.select)]
-    lines += [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)] + [described]
-    _print(args, {"image": args.image, **result.to_dict(), "operating_point": point, "face": face.to_dict()},
-           "\n".join(lines))
+    lines += [f"  {i + 1}. {c.name:<30} {c.score:.4f}" for i, c in enumerate(result.candidates)]
+    lines += [f"threshold from {chosen.describe()}", described]
+    _print(args, {"image": args.image, **result.to_dict(), "operating_point": point, "face": face.to_dict(),
+                  "threshold_source": chosen.to_dict()}, "\n".join(lines))
     return EXIT_OK if result.recognized else EXIT_NO_MATCH
 
 
@@ -484,8 +513,9 @@ def _faces_note(face, select: str) -> str:
     return f"\n  note: {face.faces_found} faces found, used the {select} (box x={x} y={y} w={w} h={h})"
 
 
-def _pair_embeddings(args):
-    """``(pairs, left, right, batch)``: embeddings of every image of the pairs (central face)."""
+def _pair_embeddings(args, pipeline=None):
+    """``(pairs, left, right, batch)``: embeddings of every image of the pairs (central face; by
+    ``pipeline``, else one built from the arguments)."""
     import numpy as np
 
     from kerascnn.data.lfw import read_pairs
@@ -498,7 +528,8 @@ def _pair_embeddings(args):
             raise DatasetError(f"--folds must be between 1 and {pairs.num_folds}, got {args.folds}")
         pairs = pairs.select(np.isin(pairs.fold, wanted))
     paths = sorted(set(pairs.left) | set(pairs.right))
-    batch = _face_pipeline(args, select="central").embed_images(paths, progress=not args.json)
+    pipeline = pipeline or _face_pipeline(args, select="central")
+    batch = pipeline.embed_images(paths, progress=not args.json)
     row = {p: i for i, p in enumerate(paths)}
     left = batch.embeddings[[row[p] for p in pairs.left]]
     right = batch.embeddings[[row[p] for p in pairs.right]]
@@ -538,8 +569,23 @@ def _cv_folds(fold_ids):
     return fold_ids if len(np.unique(fold_ids)) >= 2 else 10
 
 
+def _store(args, kind: str, calibration: dict, pipeline, dataset: str) -> tuple[dict, str]:
+    """Store a calibration (unless --no-save) in the user's calibration file or --out; returns the
+    JSON fields and the text line that say where it went and what it replaces."""
+    from kerascnn.face.calibrations import detector_name, store_calibration
+    from kerascnn.face.gallery import model_identity
+
+    detector = detector_name(pipeline.detector)
+    if args.no_save:
+        return {"calibration_file": None, "detector": detector, "replaces": None}, "not stored (--no-save)"
+    path, replaced = store_calibration(kind, calibration, model_identity(pipeline.model), detector, dataset,
+                                       model_path=args.model, out=args.out, force=args.force)
+    return ({"calibration_file": str(path), "detector": detector, "replaces": replaced and replaced.to_dict()},
+            f"stored in {path} for detector {detector}"
+            + (f"; it replaces {replaced.describe()}" if replaced else ""))
+
+
 def _cmd_calibrate(args) -> int:
-    from kerascnn.face.model import DEFAULT_MODEL, save_calibration
     from kerascnn.face.verify import calibrate
 
     if args.open_set:
@@ -548,21 +594,22 @@ def _cmd_calibrate(args) -> int:
         from kerascnn.errors import DatasetError
 
         raise DatasetError("calibrate needs --pairs and --images (1:1), or --open-set --folder DIR (1:N)")
-    pairs, left, right, batch = _pair_embeddings(args)
+    pipeline = _face_pipeline(args, select="central")
+    pairs, left, right, batch = _pair_embeddings(args, pipeline)
     calibration = calibrate(left, right, pairs.same, metric=args.metric, target_far=args.target_far,
                             folds=_cv_folds(pairs.fold), roc_path=args.roc)
     summary = _failure_summary(batch, pairs)
     calibration["source"] = (f"kerascnn calibrate on {args.pairs} ({len(pairs)} pairs; {summary['failure_to_detect']} "
                              f"images without a face, pairs {args.missing}ed)")
-    card = None if args.no_save else save_calibration(args.model or DEFAULT_MODEL, calibration)
+    dataset = os.path.abspath(args.pairs) + (f", folds {' '.join(map(str, args.folds))}" if args.folds else "")
+    stored, where = _store(args, "1:1", calibration, pipeline, dataset)
     lines = _report_lines(calibration, args.metric, pairs.fold) + [
         f"threshold {calibration['threshold']:.4f} ({calibration['criterion']}): FAR {calibration['far']:.4f}, "
         f"TAR {calibration['tar']:.4f}, accuracy {calibration['accuracy_at_threshold']:.4f}",
-        f"failure to detect: {summary['failure_to_detect']} of {summary['images']} images",
-        f"stored in {card}" if card else "not stored (--no-save)"]
+        f"failure to detect: {summary['failure_to_detect']} of {summary['images']} images", where]
     if args.roc:
         lines.append(f"ROC curve: {args.roc}")
-    _print(args, {**calibration, **summary, "card": str(card) if card else None}, "\n".join(lines))
+    _print(args, {**calibration, **summary, **stored}, "\n".join(lines))
     return EXIT_OK
 
 
@@ -572,29 +619,26 @@ def _calibrate_open_set(args) -> int:
     from kerascnn.data.folders import scan_folder
     from kerascnn.data.lfw import read_people
     from kerascnn.errors import DatasetError
-    from kerascnn.face.model import DEFAULT_MODEL, save_open_set_calibration
-    from kerascnn.face.verify import calibrate_open_set
+    from kerascnn.face.verify import calibrate_open_set, open_set_gallery_sizes
 
     if not args.folder:
         raise DatasetError("calibrate --open-set needs --folder DIR (an identity folder DIR/<person>/<image>)")
-    names, where = None, f"{args.folder}"
+    names, where = None, os.path.abspath(args.folder)
     if args.people:
         sets = read_people(args.people)
         chosen = args.sets or list(range(1, len(sets) + 1))
         if min(chosen) < 1 or max(chosen) > len(sets):
             raise DatasetError(f"--sets must be between 1 and {len(sets)} ({args.people}), got {args.sets}")
         names = sorted({n for k in chosen for n in sets[k - 1]})
-        where += f", people of sets {' '.join(map(str, chosen))} of {args.people}"
+        where += f", people of sets {' '.join(map(str, chosen))} of {os.path.abspath(args.people)}"
     elif args.sets:
         raise DatasetError("--sets needs --people PEOPLE.txt")
     dataset = scan_folder(args.folder, classes=names)
-    if dataset.num_classes < 2:
-        raise DatasetError(f"open-set calibration needs at least 2 people, {args.folder} has {dataset.num_classes}")
-    most = max(dataset.class_counts().values())
-    if most <= args.enroll:  # checked before the slow embedding (calibrate_open_set checks it too)
-        raise DatasetError(f"open-set calibration needs people with at least {args.enroll + 1} images "
-                           f"({args.enroll} enrolled + 1 search); every person of {args.folder} has at most {most}")
-    batch = _face_pipeline(args, select="central").embed_images(dataset.paths, progress=not args.json)
+    # checked on the listing, before the slow embedding (calibrate_open_set checks again on the faces found)
+    open_set_gallery_sizes(list(dataset.class_counts().values()), args.gallery_sizes, args.fpir, args.enroll,
+                           args.draws, where=args.folder)
+    pipeline = _face_pipeline(args, select="central")
+    batch = pipeline.embed_images(dataset.paths, progress=not args.json)
     labels = np.asarray(dataset.class_names)[dataset.labels]
     result = calibrate_open_set(batch.embeddings, labels, gallery_sizes=args.gallery_sizes, fpirs=args.fpir,
                                 enroll_per_person=args.enroll, draws=args.draws, metric=args.metric, seed=args.seed,
@@ -602,7 +646,7 @@ def _calibrate_open_set(args) -> int:
     result["source"] = (f"kerascnn calibrate --open-set on {where} ({result['people']} people, {result['images']} "
                         f"images with a face, {result['excluded_images']} without; {args.enroll} enrolled per person, "
                         f"{args.draws} draws, seed {args.seed})")
-    card = None if args.no_save else save_open_set_calibration(args.model or DEFAULT_MODEL, result)
+    stored, stored_where = _store(args, "open-set", result, pipeline, where)
     lines = [f"open-set calibration on {where}: {result['people']} people, {result['images']} images "
              f"({result['excluded_images']} without a face), {args.enroll} enrolled per person, {args.draws} draws"]
     for p in result["operating_points"]:
@@ -615,10 +659,10 @@ def _calibrate_open_set(args) -> int:
         lines.append(f"{head} threshold {result['metric']} {p['threshold']:.4f}  DIR {p['dir']:.4f} +- "
                      f"{p['dir_std']:.4f}  (FPIR measured {p['fpir_measured']:.4f}; {p['mated_searches']} mated, "
                      f"{p['non_mated_searches']} non-mated searches; rank-1 {p['rank1']:.4f}){rough}")
-    lines.append(f"stored in {card}" if card else "not stored (--no-save)")
+    lines.append(stored_where)
     if args.plot:
         lines.append(f"DIR against FPIR: {args.plot}")
-    _print(args, {**result, "card": str(card) if card else None}, "\n".join(lines))
+    _print(args, {**result, **stored}, "\n".join(lines))
     return EXIT_OK
 
 
@@ -661,9 +705,9 @@ def _cmd_demo(args) -> int:
     files = {n: sorted((p for p, y in zip(dataset.paths, dataset.labels) if dataset.class_names[y] == n),
                        key=lambda p: int(Path(p).stem) if Path(p).stem.isdigit() else p) for n in people}
     enrolled, strangers = people[:args.people], people[-args.strangers:] if args.strangers else []
-    threshold, metric = _decision_threshold(args)
-    id_threshold, id_metric, point, described = _identify_threshold(args, len(enrolled))
     pipeline = _face_pipeline(args)
+    threshold, metric, chosen = _decision_threshold(args, pipeline)
+    id_threshold, id_metric, point, described, id_chosen = _identify_threshold(args, len(enrolled), pipeline)
     if args.gallery and os.path.exists(args.gallery):
         raise GalleryInputError(f"demo gallery {args.gallery} already exists: the demo enrolls into a fresh gallery")
     with tempfile.TemporaryDirectory() as tmp:
@@ -688,10 +732,9 @@ def _cmd_demo(args) -> int:
                 rows.append({"image": path_, "truth": truth, "enrolled": is_enrolled, "verify": v.to_dict(),
                              "identify": i.to_dict(), "correct": bool(ok)})
             n_templates = len(gallery)
-    source = "--threshold" if args.threshold is not None else "the model's 1:1 calibration"
     lines = [f"enrolled {len(enrolled)} ORL people x {args.enroll_images} images ({n_templates} templates) into "
              f"{args.gallery or 'a temporary gallery'}",
-             f"verify: 1:1 {metric} threshold {_threshold_text(threshold)} ({source})",
+             f"verify: 1:1 {metric} threshold {_threshold_text(threshold)} (from {chosen.describe()})",
              f"identify: {described}",
              "(thresholds come from calibration on development data, never from these photos)"]
     for r in rows:
@@ -707,8 +750,9 @@ def _cmd_demo(args) -> int:
     wrong = _demo_failures(rows)
     if wrong:
         lines.append(f"the model does not decide every probe correctly at these operating points: {wrong}")
-    _print(args, {"threshold": threshold, "metric": metric, "identify_operating_point": point, "enrolled": enrolled,
-                  "templates": n_templates, "probes": rows, "correct": correct, "failures": wrong or None},
+    _print(args, {"threshold": threshold, "metric": metric, "threshold_source": chosen.to_dict(),
+                  "identify_operating_point": point, "identify_threshold_source": id_chosen.to_dict(),
+                  "enrolled": enrolled, "templates": n_templates, "probes": rows, "correct": correct, "failures": wrong or None},
            "\n".join(lines))
     return EXIT_NO_MATCH if wrong else EXIT_OK
 

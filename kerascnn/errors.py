@@ -135,6 +135,11 @@ class FaceModelError(KerasCNNError, OSError):
     """A face model or model card that is missing, unreadable or malformed; names the file."""
 
 
+class CalibrationDowngradeError(KerasCNNError, ValueError):
+    """A calibration measured on less data (fewer pairs, people or searches) than the one it would
+    replace; it is stored only when forced (``--force``), and the file is left as it was."""
+
+
 class UnknownFaceModelError(FaceModelError):
     """A face model name that is not shipped (the message lists the shipped ones)."""
 

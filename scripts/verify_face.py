@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from kerascnn.cli import main as kerascnn_main  # noqa: E402
 
 _VALUE_OPTIONS = {"--gallery", "--model", "--detector", "--detector-model", "--threshold", "--metric",
-                  "--timeout", "--top-k", "--reduce"}
+                  "--timeout", "--top-k", "--reduce", "--calibration"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,3 +58,12 @@ def _seed():
     import keras
 
     keras.utils.set_random_seed(1234)
+
+
+@pytest.fixture(autouse=True)
+def kerascnn_home(tmp_path_factory, monkeypatch):
+    """Every test (and the commands it runs) stores calibrations in a fresh temporary
+    ``$KERASCNN_HOME``, never in the real home."""
+    home = tmp_path_factory.mktemp("kerascnn_home")
+    monkeypatch.setenv("KERASCNN_HOME", str(home))
+    return home

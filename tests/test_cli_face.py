@@ -131,7 +131,8 @@ def _tiny_pairs(lfw_pairs, tmp_path, per_half=3):
 
 
 @pytest.mark.slow
-def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lfw_dir, tmp_path, orl_dir, capsys):
+def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lfw_dir, tmp_path, orl_dir, capsys,
+                                                           kerascnn_home, yunet_path):
     pairs = _tiny_pairs(lfw_pairs, tmp_path)
     model = tmp_path / "cal.keras"
     shutil.copy(setup["model"], model)
@@ -139,16 +140,29 @@ def test_calibrate_stores_the_threshold_then_verify_uses_it(setup, lfw_pairs, lf
     code, out, _ = run_cli(capsys, "calibrate", "--pairs", pairs, "--images", lfw_dir, "--model", model,
                         "--detector", "haar", "--roc", roc, "--json")
     data = json.loads(out)
-    assert code == 0 and data["num_genuine"] + data["num_impostor"] == 12 and data["criterion"] == "best accuracy"
-    assert roc.read_bytes()[:4] == b"\x89PNG" and data["card"] == str(model.with_suffix(".json"))
-    card = json.loads(model.with_suffix(".json").read_text())
-    assert card["calibration"]["threshold"] == pytest.approx(data["threshold"]) and card["calibration"]["metric"] == "cosine"
+    assert code == 0 and not model.with_suffix(".json").exists()  # the user's calibration file, never a model card
+    assert data["num_genuine"] + data["num_impostor"] == 12 and data["criterion"] == "best accuracy"
+    stored = json.loads(open(data["calibration_file"]).read())
+    assert roc.read_bytes()[:4] == b"\x89PNG" and data["calibration_file"].startswith(str(kerascnn_home))
+    entry = stored["calibrations"][0]
+    assert entry["calibration"]["threshold"] == pytest.approx(data["threshold"]) and entry["counts"] == {"pairs": 12}
+    assert (entry["kind"], entry["detector"], entry["dataset"]) == ("1:1", "haar", str(pairs))
     for key in ("auc", "eer", "tar_at_far", "failure_to_detect"):
         assert key in data
-    # verify without --threshold now reads the stored calibration
+    # verify without --threshold now reads the stored calibration, and says so
     code, out, _ = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
                         "--json", "s1", orl_dir / "s1" / "7.pgm")
     assert code in (0, 1) and json.loads(out)["threshold"] == pytest.approx(data["threshold"])
+    assert json.loads(out)["threshold_source"]["path"] == data["calibration_file"]
+    code, out, _ = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector", "haar",
+                        "s1", orl_dir / "s1" / "7.pgm")
+    assert out.splitlines()[1].startswith(f"  threshold from the user calibration {data['calibration_file']} (1:1; "
+                                           f"detector haar; {pairs}; 12 pairs; stored 20")
+    # with another detector there is no calibration: verify says where it looked
+    code, _, err = run_cli(capsys, "verify", "--gallery", setup["gallery"], "--model", model, "--detector-model",
+                        yunet_path, "s1", orl_dir / "s1" / "7.pgm")
+    assert code == 2 and ("no 1:1 calibration of this model for detector yunet (none in the user's calibrations nor in "
+                          "the model card); pass --threshold or run 'kerascnn calibrate' first") in err
 
 
 @pytest.mark.slow

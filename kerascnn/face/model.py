@@ -16,6 +16,8 @@ Calibration format (a dict, stored under ``"calibration"`` in the card)::
 Any other keys (``accuracy``, ``far``, ``pairs``...) are kept as given. The open-set (1:N)
 operating points of :func:`kerascnn.face.verify.calibrate_open_set` are stored beside it, under
 ``"open_set_calibration"`` (:func:`save_open_set_calibration`, :func:`load_open_set_calibration`).
+The commands never write a card: ``kerascnn calibrate`` stores what it measures in the user's
+calibration files, which loading prefers (:mod:`kerascnn.face.calibrations`).
 
 Example:
     >>> import kerascnn
@@ -172,9 +174,28 @@ def load_alignment(model_path: str | os.PathLike | None = None) -> AlignmentTemp
     return alignment_of(inference_card(model_path), str(card_path(model_path)))
 
 
-def _check_calibration(calibration, where: str) -> dict:
+def check_calibration(calibration, where: str, kind: str = "1:1") -> dict:
+    """Check a calibration's form (see the module docstring).
+
+    Args:
+        calibration: a 1:1 calibration (``metric``, ``threshold``...) or, with ``kind``
+            ``"open-set"``, an open-set one (``metric``, ``operating_points``).
+        where: the file it comes from or goes to, for the message.
+        kind: ``"1:1"`` or ``"open-set"``.
+
+    Returns:
+        ``calibration``, unchanged.
+
+    Raises:
+        FaceModelError: a calibration that is not a dict, without a known metric, with a threshold
+            that is not a finite number, or (open-set) without a list of operating points.
+    """
     if not isinstance(calibration, dict):
         raise FaceModelError(f"{where}: calibration must be a dict, got {type(calibration).__name__}")
+    if kind == "open-set":
+        if not isinstance(calibration.get("operating_points"), list):
+            raise FaceModelError(f"{where}: an open-set calibration needs operating_points")
+        calibration = {"threshold": 0.0, **calibration}
     metric = calibration.get("metric")
     if metric not in METRICS:
         raise FaceModelError(f"{where}: calibration metric must be one of {METRICS}, got {metric!r}")
@@ -201,7 +222,7 @@ def load_calibration(model_path: str | os.PathLike | None = None) -> dict:
     card = load_face_model_card(model_path)
     if "calibration" not in card:
         raise FaceModelError(f"model card {card_path(model_path)} has no 'calibration' entry")
-    return _check_calibration(card["calibration"], str(card_path(model_path)))
+    return check_calibration(card["calibration"], str(card_path(model_path)))
 
 
 def update_card(model_path: str | os.PathLike, entries: dict) -> Path:
@@ -238,7 +259,7 @@ def save_calibration(model_path: str | os.PathLike, calibration: dict) -> Path:
     Raises:
         FaceModelError: a malformed calibration, or an existing card that is not valid JSON.
     """
-    _check_calibration(calibration, str(card_path(model_path)))
+    check_calibration(calibration, str(card_path(model_path)))
     return update_card(model_path, {"calibration": dict(calibration)})
 
 
@@ -346,9 +367,7 @@ def load_open_set_calibration(model_path: str | os.PathLike | None = None) -> di
     calibration = card.get("open_set_calibration")
     if calibration is None:
         return None
-    if not isinstance(calibration, dict) or not isinstance(calibration.get("operating_points"), list):
-        raise FaceModelError(f"{card_path(model_path)}: open_set_calibration must be a dict with operating_points")
-    _check_calibration({"threshold": 0.0, **calibration}, str(card_path(model_path)))
+    check_calibration(calibration, str(card_path(model_path)), "open-set")
     return calibration
 
 
@@ -362,10 +381,7 @@ def save_open_set_calibration(model_path: str | os.PathLike, calibration: dict) 
     Raises:
         FaceModelError: a malformed calibration, or an existing card that is not valid JSON.
     """
-    card = card_path(model_path)
-    if not isinstance(calibration.get("operating_points"), list):
-        raise FaceModelError(f"{card}: an open-set calibration needs operating_points")
-    _check_calibration({"threshold": 0.0, **calibration}, str(card))
+    check_calibration(calibration, str(card_path(model_path)), "open-set")
     return update_card(model_path, {"open_set_calibration": dict(calibration)})
 
 

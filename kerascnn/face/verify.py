@@ -296,6 +296,70 @@ def calibrate(left: np.ndarray, right: np.ndarray, same: Sequence[bool], metric:
 # --- open-set (1:N) calibration ----------------------------------------------------------------
 FPIRS = (1e-1, 1e-2, 1e-3)
 DEFAULT_FPIR = 1e-2
+MAX_DRAWS = 1000  # random galleries per size: more only repeat the same galleries' figures
+MAX_SEARCHES = 1_000_000  # pooled searches per gallery size (time and memory grow with them)
+
+
+def open_set_gallery_sizes(
+    counts: Sequence[int],
+    gallery_sizes: Sequence[int] | None = None,
+    fpirs: Sequence[float] = FPIRS,
+    enroll_per_person: int = 1,
+    draws: int = 5,
+    where: str | None = None,
+) -> list[int]:
+    """Check the arguments of :func:`calibrate_open_set` against what the data supports.
+
+    Needs only the number of images of each person, so a command checks its arguments on the
+    folder's listing before it embeds anything; :func:`calibrate_open_set` checks again on the
+    images that gave a face.
+
+    Args:
+        counts: the number of images of each person.
+        gallery_sizes, fpirs, enroll_per_person, draws: as :func:`calibrate_open_set` takes them.
+        where: the data's name (a folder), put before the messages.
+
+    Returns:
+        The gallery sizes to calibrate, sorted (the default: 10, 100, 1000... up to what the data
+        allows).
+
+    Raises:
+        DatasetError: fewer than two people, nobody with more than ``enroll_per_person`` images,
+            a gallery size the data cannot fill (with a person left over for non-mated searches),
+            more draws than :data:`MAX_DRAWS` or than :data:`MAX_SEARCHES` pooled searches allow.
+        ValueError: a bad FPIR, ``draws`` or ``enroll_per_person``.
+    """
+    if enroll_per_person < 1 or draws < 1:
+        raise ValueError(f"enroll_per_person and draws must be >= 1, got {enroll_per_person} and {draws}")
+    if not fpirs or any(not 0 < f < 1 for f in fpirs):
+        raise ValueError(f"every FPIR must be in (0, 1), got {list(fpirs)}")
+    counts = np.asarray(counts, np.int64).reshape(-1)
+    prefix = f"{where}: " if where else ""
+    if len(counts) < 2:
+        raise DatasetError(f"{prefix}open-set calibration needs at least 2 people (some enrolled, others not), "
+                           f"got {len(counts)}")
+    mateable = int(np.sum(counts > enroll_per_person))
+    if mateable == 0:
+        raise DatasetError(
+            f"{prefix}open-set calibration needs people with at least {enroll_per_person + 1} images "
+            f"({enroll_per_person} enrolled + 1 mated search); every one of the {len(counts)} people has at most "
+            f"{counts.max()}")
+    largest = min(mateable, len(counts) - 1)
+    if gallery_sizes is None:
+        gallery_sizes = [10 ** k for k in range(1, 7) if 10 ** k <= largest] or [largest]
+    gallery_sizes = sorted({int(n) for n in gallery_sizes})
+    too_big = [n for n in gallery_sizes if not 1 <= n <= largest]
+    if too_big:
+        raise DatasetError(
+            f"{prefix}gallery sizes {too_big} cannot be drawn: {mateable} people have more than {enroll_per_person} "
+            f"images and {len(counts)} people in all (one must stay out for non-mated searches): at most {largest}")
+    most = max(1, min(MAX_DRAWS, MAX_SEARCHES // int(counts.sum())))
+    if draws > most:
+        raise DatasetError(
+            f"{prefix}{draws} draws per gallery size are more than the data supports: at most {most} (each draw "
+            f"searches up to {int(counts.sum()):,} images; a gallery size pools at most {MAX_SEARCHES:,} searches, "
+            f"in at most {MAX_DRAWS} draws)")
+    return gallery_sizes
 
 
 def _identity_similarities(probes: np.ndarray, templates: np.ndarray, owner: np.ndarray) -> np.ndarray:
@@ -348,7 +412,8 @@ def calibrate_open_set(
             allows (fewer people than needed are left out).
         fpirs: the target FPIRs (each once: repeats are dropped).
         enroll_per_person: images enrolled per person (the others are mated searches).
-        draws: random galleries per ``N`` (pooled).
+        draws: random galleries per ``N`` (pooled; at most :data:`MAX_DRAWS`, and
+            :data:`MAX_SEARCHES` searches in all).
         metric: the scale of the stored thresholds, ``"cosine"`` or ``"euclidean"`` (the cosine
             thresholds converted, to within float rounding).
         seed: seed of the draws.
@@ -363,16 +428,11 @@ def calibrate_open_set(
         no threshold); ``plot_png`` with ``plot_path``.
 
     Raises:
-        DatasetError: mismatched lengths, fewer than two people, nobody with more than
-            ``enroll_per_person`` images, a gallery size the data cannot fill (with a person left
-            over for non-mated searches), or no operating point measurable.
+        DatasetError: mismatched lengths, arguments the data cannot support
+            (:func:`open_set_gallery_sizes`), or no operating point measurable.
         ValueError: a bad metric, FPIR, ``draws`` or ``enroll_per_person``.
     """
     _check_metric(metric)
-    if enroll_per_person < 1 or draws < 1:
-        raise ValueError(f"enroll_per_person and draws must be >= 1, got {enroll_per_person} and {draws}")
-    if not fpirs or any(not 0 < f < 1 for f in fpirs):
-        raise ValueError(f"every FPIR must be in (0, 1), got {list(fpirs)}")
     fpirs = list(dict.fromkeys(float(f) for f in fpirs))  # "--fpir 0.5 0.5": one row, not two
     embeddings = np.asarray(embeddings, np.float32)
     labels = np.asarray(labels).reshape(-1)
@@ -383,22 +443,8 @@ def calibrate_open_set(
     embeddings, labels = unit_vectors(embeddings[kept]), labels[kept]
     people, person = np.unique(labels, return_inverse=True)
     counts = np.bincount(person, minlength=len(people))
+    gallery_sizes = open_set_gallery_sizes(counts, gallery_sizes, fpirs, enroll_per_person, draws)
     mateable = np.flatnonzero(counts > enroll_per_person)
-    if len(people) < 2:
-        raise DatasetError(f"open-set calibration needs at least 2 people (some enrolled, others not), got {len(people)}")
-    if len(mateable) == 0:
-        raise DatasetError(
-            f"open-set calibration needs people with at least {enroll_per_person + 1} images ({enroll_per_person} "
-            f"enrolled + 1 mated search); every one of the {len(people)} people has at most {counts.max()}")
-    largest = min(len(mateable), len(people) - 1)
-    if gallery_sizes is None:
-        gallery_sizes = [10 ** k for k in range(1, 7) if 10 ** k <= largest] or [largest]
-    gallery_sizes = sorted({int(n) for n in gallery_sizes})
-    too_big = [n for n in gallery_sizes if not 1 <= n <= largest]
-    if too_big:
-        raise DatasetError(
-            f"gallery sizes {too_big} cannot be drawn: {len(mateable)} people have more than {enroll_per_person} "
-            f"images and {len(people)} people in all (one must stay out for non-mated searches): at most {largest}")
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(person == p) for p in range(len(people))]
     points, curves = [], {}

@@ -1,0 +1,284 @@
+"""The calibrations a command uses: the user's, kept outside the package, else the model card's.
+
+A model's card (the JSON beside its ``.keras`` file; for the shipped models, inside the installed
+package) holds the calibration the model came with, and is never written at run time.
+``kerascnn calibrate`` stores what it measures in a *calibration file* instead: the user's,
+``$KERASCNN_HOME/calibrations/<model name>-<first 16 hex digits of its weights' sha256>.json``
+(``$KERASCNN_HOME`` defaults to ``~/.kerascnn``), or the file given with ``--out``, which
+``--calibration FILE`` then reads. A calibration file holds one model's calibrations::
+
+    {"format": 1,
+     "model_identity": {...},                  # kerascnn.face.gallery.model_identity of the model
+     "calibrations": [                         # in the order they were stored, the latest last
+       {"kind": "1:1",                         # or "open-set"
+        "detector": "yunet",                   # the detector it was measured with (detector_name)
+        "dataset": "/data/lfw/pairs.txt",      # what it was measured on
+        "counts": {"pairs": 4200},             # how much: data_counts
+        "date": "2026-05-01T12:00:00+00:00", "kerascnn": "0.1.0",
+        "calibration": {...}}]}                # the card format of kerascnn.face.model
+
+There is one entry per kind, detector and data set. For a kind and the detector in use,
+:func:`find_calibration` picks the latest entry of the user's file, else the card's calibration.
+:func:`store_calibration` refuses (:class:`~kerascnn.errors.CalibrationDowngradeError`) a
+calibration measured on less data than the one it would replace, unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kerascnn.errors import CalibrationDowngradeError, FaceModelError
+from kerascnn.face.model import card_path, check_calibration, inference_card
+
+HOME_ENV = "KERASCNN_HOME"
+KINDS = ("1:1", "open-set")
+CARD_KEYS = {"1:1": "calibration", "open-set": "open_set_calibration"}
+FORMAT = 1
+
+
+def calibration_home() -> Path:
+    """The user's kerascnn folder: ``$KERASCNN_HOME``, else ``~/.kerascnn``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".kerascnn")
+
+
+def user_calibration_file(identity: dict) -> Path:
+    """The user's calibration file of a model.
+
+    Args:
+        identity: the model's :func:`kerascnn.face.gallery.model_identity`.
+
+    Returns:
+        ``calibration_home()/calibrations/<name>-<weights sha256[:16]>.json`` (not checked for existence).
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(identity.get("name") or "model"))
+    return calibration_home() / "calibrations" / f"{name}-{identity['weights_sha256'][:16]}.json"
+
+
+def detector_name(detector) -> str:
+    """The name a calibration records for a detector: ``"haar"``, ``"yunet"``, else its repr."""
+    from kerascnn.face.detect import HaarDetector, YuNetDetector
+
+    if isinstance(detector, HaarDetector):
+        return "haar"
+    if isinstance(detector, YuNetDetector):
+        return "yunet"
+    return repr(detector)
+
+
+def data_counts(kind: str, calibration: dict) -> dict[str, int]:
+    """How much data a calibration was measured on.
+
+    Args:
+        kind: ``"1:1"`` or ``"open-set"``.
+        calibration: the calibration dict.
+
+    Returns:
+        1:1: ``{"pairs"}`` (genuine + impostor pairs scored); open-set: ``{"people", "searches"}``
+        (mated and non-mated searches, summed over the gallery sizes); only the counts the
+        calibration records (a hand-written card may record none).
+    """
+    if kind == "1:1":
+        if "num_genuine" in calibration and "num_impostor" in calibration:
+            return {"pairs": int(calibration["num_genuine"]) + int(calibration["num_impostor"])}
+        return {}
+    counts = {"people": int(calibration["people"])} if "people" in calibration else {}
+    per_size = {p["gallery_size"]: int(p["mated_searches"]) + int(p["non_mated_searches"])
+                for p in calibration.get("operating_points", []) if "mated_searches" in p and "non_mated_searches" in p}
+    if per_size:
+        counts["searches"] = sum(per_size.values())
+    return counts
+
+
+@dataclass
+class CalibrationChoice:
+    """A calibration a command uses, and where it comes from.
+
+    Attributes:
+        kind: ``"1:1"`` or ``"open-set"``.
+        values: the calibration dict (the card format of :mod:`kerascnn.face.model`).
+        origin: ``"user"`` (the user's calibration file), ``"file"`` (a file given with
+            ``--calibration`` or ``--out``), ``"card"`` (the model card) or ``"--threshold"``.
+        path: the file it was read from (None for ``--threshold``).
+        detector: the detector it was measured with (None: not recorded).
+        dataset: the data it was measured on (None: not recorded).
+        date: when it was stored (None: not recorded).
+        version: the kerascnn version that stored it (None: not recorded).
+    """
+
+    kind: str
+    values: dict
+    origin: str
+    path: Path | None = None
+    detector: str | None = None
+    dataset: str | None = None
+    date: str | None = None
+    version: str | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How much data it was measured on (:func:`data_counts`)."""
+        return data_counts(self.kind, self.values)
+
+    def describe(self) -> str:
+        """Where it comes from and how it was measured, in words."""
+        if self.origin == "--threshold":
+            return "--threshold"
+        what = {"user": "the user calibration", "file": "the calibration file", "card": "the model card"}[self.origin]
+        counts = ", ".join(f"{v:,} {k}" for k, v in self.counts.items()) or "data size not recorded"
+        facts = [self.kind, f"detector {self.detector or 'not recorded'}", self.dataset, counts,
+                 self.date and f"stored {self.date}", self.version and f"kerascnn {self.version}"]
+        return f"{what} {self.path} ({'; '.join(f for f in facts if f)})"
+
+    def to_dict(self) -> dict:
+        """The JSON form of :meth:`describe` (the commands' ``threshold_source``)."""
+        return {"origin": self.origin, "path": None if self.path is None else str(self.path), "kind": self.kind,
+                "detector": self.detector, "dataset": self.dataset, "counts": self.counts, "date": self.date,
+                "kerascnn": self.version}
+
+
+def _read(path: Path) -> dict | None:
+    """A calibration file's content, or None when there is no such file.
+
+    Raises:
+        FaceModelError: a file that is not a kerascnn calibration file.
+    """
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FaceModelError(f"cannot read calibration file {path}: {exc}") from exc
+    if (not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("model_identity"), dict)
+            or not isinstance(data.get("calibrations"), list)):
+        raise FaceModelError(f"{path} is not a kerascnn calibration file (expected a JSON object with format {FORMAT}, "
+                             "model_identity and calibrations)")
+    return data
+
+
+def _check_identity(data: dict, identity: dict, path: Path) -> None:
+    stored = data["model_identity"]
+    if stored.get("weights_sha256") != identity.get("weights_sha256"):
+        raise FaceModelError(
+            f"calibration file {path} belongs to model {stored.get('name')!r} (weights sha256 "
+            f"{str(stored.get('weights_sha256'))[:12]}...), not to the model in use {identity.get('name')!r} "
+            f"({str(identity.get('weights_sha256'))[:12]}...)")
+
+
+def _key(entry) -> tuple | None:
+    """An entry's ``(kind, detector, dataset)``."""
+    return (entry.get("kind"), entry.get("detector"), entry.get("dataset")) if isinstance(entry, dict) else None
+
+
+def _latest(data: dict, kind: str, detector: str, origin: str, path: Path) -> CalibrationChoice | None:
+    """The latest entry of a calibration file for ``kind`` and ``detector``, or None."""
+    for entry in reversed(data["calibrations"]):
+        if (_key(entry) or ())[:2] == (kind, detector):
+            return CalibrationChoice(kind, check_calibration(entry.get("calibration"), str(path), kind), origin, path,
+                                     detector, entry.get("dataset"), entry.get("date"), entry.get("kerascnn"))
+    return None
+
+
+def find_calibration(kind: str, identity: dict, detector: str, model_path: str | os.PathLike | None = None,
+                     file: str | os.PathLike | None = None) -> CalibrationChoice | None:
+    """The calibration to use for a kind of decision with a detector.
+
+    Args:
+        kind: ``"1:1"`` or ``"open-set"``.
+        identity: the model's :func:`kerascnn.face.gallery.model_identity`.
+        detector: the detector in use (:func:`detector_name`).
+        model_path: the model's name or ``.keras`` path (its card; ``None``: the default model).
+        file: read only this calibration file (``--calibration``) instead of the user's and the card.
+
+    Returns:
+        With ``file``: its latest entry for ``kind`` and ``detector``. Else the latest such entry
+        of the user's calibration file, else the model card's calibration. None when there is none.
+
+    Raises:
+        FaceModelError: ``file`` missing, a file that is not a calibration file or belongs to
+            another model, a malformed calibration or card.
+    """
+    if file is not None:
+        path = Path(file)
+        data = _read(path)
+        if data is None:
+            raise FaceModelError(f"calibration file {path} does not exist")
+        _check_identity(data, identity, path)
+        return _latest(data, kind, detector, "file", path)
+    path = user_calibration_file(identity)
+    data = _read(path)
+    if data is not None:
+        _check_identity(data, identity, path)
+        chosen = _latest(data, kind, detector, "user", path)
+        if chosen is not None:
+            return chosen
+    card = inference_card(model_path)
+    if CARD_KEYS[kind] not in card:
+        return None
+    where = card_path(model_path)
+    return CalibrationChoice(kind, check_calibration(card[CARD_KEYS[kind]], str(where), kind), "card", where)
+
+
+def store_calibration(kind: str, calibration: dict, identity: dict, detector: str, dataset: str, *,
+                      model_path: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                      force: bool = False) -> tuple[Path, CalibrationChoice | None]:
+    """Store a calibration in the user's calibration file (or ``out``), never in a model card.
+
+    It replaces the entry of the same kind, detector and data set, and becomes the one in use
+    for that kind and detector.
+
+    Args:
+        kind: ``"1:1"`` or ``"open-set"``.
+        calibration: what :func:`kerascnn.face.verify.calibrate` or ``calibrate_open_set`` returned.
+        identity: the model's :func:`kerascnn.face.gallery.model_identity`.
+        detector: the detector it was measured with (:func:`detector_name`).
+        dataset: what it was measured on (a path, with the subset used).
+        model_path: the model's name or ``.keras`` path (whose card calibration is in use so far).
+        out: write this calibration file instead of the user's.
+        force: store it even when it was measured on less data than the one it replaces.
+
+    Returns:
+        ``(the file written, the calibration it replaces as the one in use, or None)``.
+
+    Raises:
+        CalibrationDowngradeError: fewer pairs, people or searches than the calibration in use
+            for this kind and detector, or than the entry of the same data set (without
+            ``force``); the file is left as it was.
+        FaceModelError: a malformed calibration; an existing file that is not a calibration file
+            or belongs to another model.
+    """
+    from kerascnn import __version__
+
+    path = Path(out) if out is not None else user_calibration_file(identity)
+    check_calibration(calibration, str(path), kind)
+    data = _read(path) or {"format": FORMAT, "model_identity": identity, "calibrations": []}
+    _check_identity(data, identity, path)
+    origin = "user" if out is None else "file"
+    replaced = (find_calibration(kind, identity, detector, model_path) if out is None
+                else _latest(data, kind, detector, origin, path))
+    same = next((e for e in data["calibrations"] if _key(e) == (kind, detector, dataset)), None)
+    if same is not None:  # the entry of the same data set, when it is not the one in use
+        same = CalibrationChoice(kind, check_calibration(same.get("calibration"), str(path), kind), origin, path,
+                                 detector, dataset, same.get("date"), same.get("kerascnn"))
+    counts = data_counts(kind, calibration)
+    for old in filter(None, (replaced, same)):
+        fewer = [k for k, v in old.counts.items() if k in counts and counts[k] < v]
+        if fewer and not force:
+            now = ", ".join(f"{counts[k]:,} {k}" for k in old.counts if k in counts)
+            raise CalibrationDowngradeError(
+                f"this {kind} calibration ({dataset}: {now}) was measured on fewer {' and '.join(fewer)} than "
+                f"{old.describe()} it would replace: not stored; pass --force to store it anyway, or --out "
+                f"FILE to keep it apart")
+    entry = {"kind": kind, "detector": detector, "dataset": dataset, "counts": counts,
+             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "kerascnn": __version__,
+             "calibration": dict(calibration)}
+    data["calibrations"] = [e for e in data["calibrations"] if _key(e) != (kind, detector, dataset)] + [entry]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path, replaced
