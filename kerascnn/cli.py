@@ -430,7 +430,7 @@ def _identify_threshold(args, gallery_size: int, pipeline):
     --threshold, else the 1:N operating point for ``gallery_size`` and --fpir of the open-set calibration
     in use, else (none) the 1:1 threshold, said so."""
     from kerascnn.errors import FaceModelError
-    from kerascnn.face.verify import DEFAULT_FPIR, open_set_threshold
+    from kerascnn.face.decision import DEFAULT_FPIR, open_set_threshold
 
     if args.threshold is not None:
         threshold, metric, chosen = _decision_threshold(args, pipeline)
@@ -465,7 +465,7 @@ def _open_for_search(args, pipeline):
 
 
 def _cmd_verify(args) -> int:
-    from kerascnn.face.verify import verify
+    from kerascnn.face.decision import verify
 
     pipeline = _face_pipeline(args, select=args.select)
     threshold, metric, chosen = _decision_threshold(args, pipeline)
@@ -482,7 +482,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_identify(args) -> int:
-    from kerascnn.face.verify import identify
+    from kerascnn.face.decision import identify
 
     pipeline = _face_pipeline(args, select=args.select)
     with _open_for_search(args, pipeline) as gallery:
@@ -586,7 +586,7 @@ def _store(args, kind: str, calibration: dict, pipeline, dataset: str) -> tuple[
 
 
 def _cmd_calibrate(args) -> int:
-    from kerascnn.face.verify import calibrate
+    from kerascnn.face.decision import calibrate
 
     if args.open_set:
         return _calibrate_open_set(args)
@@ -619,7 +619,7 @@ def _calibrate_open_set(args) -> int:
     from kerascnn.data.folders import scan_folder
     from kerascnn.data.lfw import read_people
     from kerascnn.errors import DatasetError
-    from kerascnn.face.verify import calibrate_open_set, open_set_gallery_sizes
+    from kerascnn.face.decision import calibrate_open_set, open_set_gallery_sizes
 
     if not args.folder:
         raise DatasetError("calibrate --open-set needs --folder DIR (an identity folder DIR/<person>/<image>)")
@@ -670,7 +670,7 @@ def _cmd_evaluate(args) -> int:
     import numpy as np
 
     from kerascnn.evaluation import evaluate_pairs, plot_roc
-    from kerascnn.face.verify import pair_scores
+    from kerascnn.face.decision import pair_scores
 
     pairs, left, right, batch = _pair_embeddings(args)
     kept = np.isfinite(left).all(1) & np.isfinite(right).all(1)
@@ -694,8 +694,8 @@ def _cmd_demo(args) -> int:
 
     from kerascnn.data.folders import scan_folder
     from kerascnn.errors import DatasetError, GalleryInputError
-    from kerascnn.face.gallery import Gallery, pipeline_identity
-    from kerascnn.face.verify import identify, verify
+    from kerascnn.face.decision import identify, verify
+    from kerascnn.face.faces import Faces
 
     orl = Path(args.data) / "orl"
     dataset = scan_folder(orl)
@@ -712,9 +712,10 @@ def _cmd_demo(args) -> int:
         raise GalleryInputError(f"demo gallery {args.gallery} already exists: the demo enrolls into a fresh gallery")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.gallery or os.path.join(tmp, "demo.db")
-        with Gallery(path, pipeline_identity(pipeline)) as gallery:
+        with Faces(path, pipeline=pipeline) as faces:
+            gallery = faces.gallery
             for name in enrolled:
-                gallery.enroll_images(name, files[name][:args.enroll_images], pipeline, strict=False)
+                faces.enroll(name, files[name][:args.enroll_images], strict=False)
             probes = [(n, p) for n in enrolled for p in files[n][args.enroll_images:args.enroll_images + 1]]
             probes += [(n, files[n][0]) for n in strangers]
             batch = pipeline.embed_images([p for _, p in probes], progress=False)
@@ -828,21 +829,19 @@ def _print(args, data: dict, text: str) -> None:
 
 def _cmd_enroll(args) -> int:
     from kerascnn.errors import GalleryInputError
-    from kerascnn.face.gallery import open_gallery, pipeline_identity
 
     if bool(args.folder) == bool(args.name):
         raise GalleryInputError("enroll needs either NAME IMG... or --folder DIR (not both)")
     if args.name and not args.images:
         raise GalleryInputError(f"enroll {args.name}: give at least one image")
-    from kerascnn.face.pipeline import FacePipeline  # TensorFlow: only once the arguments are sound
+    from kerascnn.face.faces import Faces  # TensorFlow: only once the arguments are sound
 
-    pipeline = FacePipeline(detector=args.detector, model=args.model, select=args.select)
-    with open_gallery(args.gallery, pipeline_identity(pipeline), timeout=args.timeout) as gallery:
+    with Faces(args.gallery, pipeline=_face_pipeline(args, select=args.select), timeout=args.timeout) as faces:
+        gallery = faces.gallery
         if args.folder:
-            report = gallery.enroll_folder(args.folder, pipeline, progress=True, allow_confusable=args.allow_confusable)
+            report = faces.enroll_folder(args.folder, progress=True, allow_confusable=args.allow_confusable)
         else:
-            report = gallery.enroll_images(args.name, args.images, pipeline, strict=True,
-                                           allow_confusable=args.allow_confusable)
+            report = faces.enroll(args.name, args.images, strict=True, allow_confusable=args.allow_confusable)
     lines = [f"skipped {path}: {error}" for path, error in report.failures]
     lines.append(f"enrolled {len(report.enrolled)} identities, {report.templates} templates into {gallery.location}"
                  + (f" ({report.skipped} images already enrolled)" if report.skipped else ""))

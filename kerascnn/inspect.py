@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 from kerascnn._keras_compat import is_graph_model, run_through_graph
 from kerascnn.errors import InputShapeError

@@ -112,6 +112,7 @@ def bench_enrollment(args) -> dict:
     """Per-stage and end-to-end enrollment time on real images."""
     from kerascnn.data.folders import read_image, scan_folder
     from kerascnn.face.detect import align_detection, select_faces
+    from kerascnn.face.faces import Faces
     from kerascnn.face.gallery import Gallery, pipeline_identity
     from kerascnn.face.pipeline import FacePipeline
 
@@ -145,8 +146,8 @@ def bench_enrollment(args) -> dict:
 
             _, t_store = _timed(store)
         end_to_end_paths = paths[: max(8, len(paths) // 4)]
-        with Gallery(os.path.join(tmp, "e2e.db"), identity) as gallery:
-            _, t_e2e = _timed(lambda: gallery.enroll_images("bench", end_to_end_paths, pipeline, strict=False))
+        with Faces(os.path.join(tmp, "e2e.db"), pipeline=pipeline) as faces:
+            _, t_e2e = _timed(lambda: faces.enroll("bench", end_to_end_paths, strict=False))
     dlib = bench_dlib(end_to_end_paths[: args.dlib_count]) if args.dlib_count else None
     n, m = len(paths), len(crops)
     stages = {"read": t_read / n, "detect": t_detect / n, "align": t_align / max(m, 1), "embed": t_embed / max(m, 1),

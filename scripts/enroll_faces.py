@@ -41,21 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="*", help="photos of that person")
     parser.add_argument("--folder", help="enroll every FOLDER/<name>/<image> instead")
     parser.add_argument("--model", help="embedding model .keras (default: the shipped face model)")
-    parser.add_argument("--detector-model", help="YuNet .onnx face detector (default: OpenCV's Haar cascades)")
+    parser.add_argument("--detector", help="haar, yunet or a YuNet .onnx face detector (default: the shipped YuNet)")
     args = parser.parse_args(argv)
     if bool(args.folder) == bool(args.name and args.images):
         parser.error("give NAME IMG... or --folder DIR")
 
-    from kerascnn.face.gallery import open_gallery, pipeline_identity
-    from kerascnn.face.pipeline import FacePipeline
+    from kerascnn import face
 
     try:
-        pipeline = FacePipeline(detector=args.detector_model, model=args.model)
-        with open_gallery(args.gallery, pipeline_identity(pipeline)) as gallery:
+        with face.open(args.gallery, detector=args.detector, model=args.model) as faces:
             if args.folder:
-                report = gallery.enroll_folder(args.folder, pipeline)
+                report = faces.enroll_folder(args.folder)
             else:
-                report = gallery.enroll_images(args.name, args.images, pipeline)
+                report = faces.enroll(args.name, args.images)
     except KerasCNNError as exc:
         print(f"enroll_faces: error: {exc}", file=sys.stderr)
         return 2

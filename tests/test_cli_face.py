@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from _face_helpers import EYES, digest, run_cli, tiny_embedder
+from kerascnn.face.faces import Faces
 from kerascnn.face.gallery import Gallery, model_identity
 from kerascnn.face.pipeline import FacePipeline
-from kerascnn.face.verify import identify, verify
+from kerascnn.face.decision import identify, verify
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,10 @@ def setup(tmp_path_factory, orl_dir):
     tiny_embedder(32).save(model_path)
     pipeline = FacePipeline(detector="haar", model=str(model_path))
     gallery_path = root / "g.db"
-    with Gallery(gallery_path, model_identity(pipeline.model)) as gallery:
+    with Faces(gallery_path, pipeline=pipeline) as faces:
         for person in ("s1", "s2"):
-            gallery.enroll_images(person, [orl_dir / person / f"{i}.pgm" for i in (1, 2, 3)], pipeline)
-        templates = {n: gallery.templates(n) for n in ("s1", "s2")}
+            faces.enroll(person, [orl_dir / person / f"{i}.pgm" for i in (1, 2, 3)])
+        templates = {n: faces.gallery.templates(n) for n in ("s1", "s2")}
     return {"model": str(model_path), "gallery": str(gallery_path), "pipeline": pipeline, "templates": templates,
             "root": root}
 

@@ -14,6 +14,7 @@ import pytest
 from _face_helpers import digest, run_cli, tiny_embedder
 from kerascnn.cli import main
 from kerascnn.face import model as fm
+from kerascnn.face.faces import Faces
 from kerascnn.face.gallery import Gallery, model_identity
 from kerascnn.face.model import save_calibration
 from kerascnn.face.pipeline import FacePipeline
@@ -34,9 +35,9 @@ def setup(tmp_path_factory, orl_dir):
     save_calibration(model, {"metric": "cosine", "threshold": 0.5, "source": "a test value"})
     pipeline = FacePipeline(detector="haar", model=str(model))
     gallery = root / "g.db"
-    with Gallery(gallery, model_identity(pipeline.model)) as g:
+    with Faces(gallery, pipeline=pipeline) as faces:
         for person in ("s1", "s2"):
-            g.enroll_images(person, [orl_dir / person / f"{i}.pgm" for i in (1, 2, 3)], pipeline)
+            faces.enroll(person, [orl_dir / person / f"{i}.pgm" for i in (1, 2, 3)])
     folder = root / "dev"
     folder.mkdir()
     for k in range(20, 32):

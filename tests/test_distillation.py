@@ -11,7 +11,7 @@ import pytest
 from kerascnn import distillation
 from kerascnn.distillation import EmbeddingDistillationLoss
 from kerascnn.errors import DatasetError, DetectorError, TeacherUnavailableError
-from kerascnn.face import facedata
+from kerascnn.facetrain import data as facedata
 
 
 def _reference(teacher, student, distance):

@@ -9,7 +9,6 @@ import re
 import sqlite3
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,46 +60,6 @@ def gallery(location):
 def at(gallery) -> str:
     """A regex matching the gallery's name in messages."""
     return re.escape(gallery.location)
-
-
-class FakePipeline:
-    """A face pipeline without TensorFlow: an image file's embedding is a random vector seeded by
-    its bytes; files whose bytes start with b"bad" have "no face"."""
-
-    def __init__(self, dim=DIM, name="fake"):
-        self.model = SimpleNamespace(
-            name=name, weights=[np.arange(3, dtype=np.float32)],
-            inputs=[SimpleNamespace(shape=(None, 16, 16, 3))], outputs=[SimpleNamespace(shape=(None, dim))],
-        )
-        self.dim = dim
-        self.calls = []
-
-    def embedding_of(self, path):
-        seed = int.from_bytes(hashlib.sha256(Path(path).read_bytes()).digest()[:4], "little")
-        return np.random.default_rng(seed).normal(size=self.dim).astype(np.float32)
-
-    def embed_images(self, paths, progress=True, strict=False):
-        self.calls.append(list(paths))
-        results, rows = [], []
-        for i, p in enumerate(paths):
-            if Path(p).read_bytes().startswith(b"bad"):
-                if strict:
-                    raise GalleryInputError(f"no face in {p}")  # any KerasCNNError
-                results.append(SimpleNamespace(index=i, ok=False, error=f"no face found in {p}"))
-                rows.append(np.full(self.dim, np.nan, np.float32))
-            else:
-                results.append(SimpleNamespace(index=i, ok=True, error=None))
-                rows.append(self.embedding_of(p))
-        return SimpleNamespace(embeddings=np.stack(rows), results=results)
-
-
-def make_folder(root: Path, people: dict[str, int], bad: tuple[str, ...] = ()) -> Path:
-    for name, n in people.items():
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            content = b"bad" if f"{name}/{i}" in bad else f"{name} image {i}".encode()
-            (root / name / f"{i}.jpg").write_bytes(content)
-    return root
 
 
 def reference_search(templates: dict[str, np.ndarray], queries: np.ndarray, k: int):
@@ -621,76 +580,6 @@ def test_import_with_a_bad_template_writes_nothing(gallery, rng, tmp_path):
     with pytest.raises(GalleryInputError, match="NaN"):
         gallery.import_(tmp_path / "e.json")
     assert [i.name for i in gallery.identities()] == ["alice"]
-
-
-# --- enrollment through a face pipeline ---------------------------------------------------------------
-def test_enroll_images_strict_and_lenient(tmp_path, location):
-    folder = make_folder(tmp_path / "faces", {"alice": 3}, bad=("alice/1",))
-    paths = sorted((folder / "alice").iterdir())
-    pipeline = FakePipeline()
-    gallery = Gallery(location, model_identity(pipeline.model))
-    with Gallery(gallery.path) as g:  # the pipeline's model is checked against the gallery's
-        with pytest.raises(GalleryModelMismatchError, match="differs in name"):
-            g.enroll_images("alice", paths, FakePipeline(name="another"))
-    with pytest.raises(GalleryInputError, match="no face in"):
-        gallery.enroll_images("alice", paths, pipeline, strict=True)
-    assert gallery.identities() == []
-    report = gallery.enroll_images("alice", paths, pipeline, strict=False)
-    assert report.enrolled == {"alice": 2} and report.failures == [(str(paths[1]), f"no face found in {paths[1]}")]
-    expected = np.stack([pipeline.embedding_of(paths[0]), pipeline.embedding_of(paths[2])])
-    np.testing.assert_allclose(gallery.templates("alice"), expected)
-    again = gallery.enroll_images("alice", paths, pipeline, strict=False)
-    assert again.enrolled == {} and again.skipped == 2 and pipeline.calls[-1] == [str(paths[1])]
-
-
-def test_enroll_images_refuses_an_empty_list(location):
-    pipeline = FakePipeline()
-    with Gallery(location, model_identity(pipeline.model)) as g:
-        with pytest.raises(GalleryInputError, match=r"^enroll_images\('alice'\) got no image path: give at least one"):
-            g.enroll_images("alice", [], pipeline)
-        assert g.identities() == [] and pipeline.calls == []
-
-
-def test_confusable_names_are_refused_before_their_images_are_embedded(tmp_path, location):
-    pipeline = FakePipeline()
-    with Gallery(location, model_identity(pipeline.model)) as g:
-        g.enroll_images("alice", [make_folder(tmp_path / "a", {"alice": 1}) / "alice" / "0.jpg"], pipeline)
-        folder = make_folder(tmp_path / "faces", {CYRILLIC_ALICE: 2, "bob": 1})
-        with pytest.raises(ConfusableNameError, match="'аlice' looks like the enrolled 'alice'"):
-            g.enroll_images(CYRILLIC_ALICE, sorted((folder / CYRILLIC_ALICE).iterdir()), pipeline)
-        assert len(pipeline.calls) == 1  # only alice's image was embedded
-        report = g.enroll_folder(folder, pipeline, progress=False)  # the folder's other people are enrolled
-        assert report.enrolled == {"bob": 1} and len(pipeline.calls) == 2
-        assert report.failures == [(str(folder / CYRILLIC_ALICE), report.failures[0][1])]
-        assert report.failures[0][1].startswith("not enrolled: identity name 'аlice' looks like the enrolled 'alice'")
-        report = g.enroll_folder(folder, pipeline, progress=False, allow_confusable=True)
-        assert report.enrolled == {CYRILLIC_ALICE: 2} and report.skipped == 1
-        assert [i.name for i in g.identities()] == ["alice", "bob", CYRILLIC_ALICE]
-
-
-def test_enroll_folder_commits_per_identity_and_resumes(tmp_path, location, capsys):
-    folder = make_folder(tmp_path / "faces", {"ann": 2, "bob": 3, "cat": 1}, bad=("bob/0",))
-    (folder / "empty").mkdir()
-    pipeline = FakePipeline()
-    with Gallery(location, model_identity(pipeline.model)) as g:
-        report = g.enroll_folder(folder, pipeline, progress=True)
-        assert report.enrolled == {"ann": 2, "bob": 2, "cat": 1} and report.templates == 5
-        assert [p for p, _ in report.failures] == [str(folder / "bob" / "0.jpg")]
-        assert "enroll" in capsys.readouterr().err  # the progress bar
-        assert len(pipeline.calls) == 3  # one batch per identity
-        (folder / "cat" / "1.jpg").write_bytes(b"a new photo of cat")
-        again = g.enroll_folder(folder, pipeline, progress=False)
-        assert again.enrolled == {"cat": 1} and again.skipped == 5
-        assert [(i.name, i.templates) for i in g.identities()] == [("ann", 2), ("bob", 2), ("cat", 2)]
-
-
-def test_enroll_folder_model_mismatch_before_any_work(tmp_path, location, rng):
-    folder = make_folder(tmp_path / "faces", {"ann": 1})
-    pipeline = FakePipeline(name="another")
-    with Gallery(location, IDENTITY) as g:
-        with pytest.raises(GalleryModelMismatchError):
-            g.enroll_folder(folder, pipeline, progress=False)
-        assert pipeline.calls == [] and g.identities() == []
 
 
 class _RacingConnection:

@@ -59,16 +59,17 @@ with Gallery(path, timeout=60) as g:
 print("tensorflow" in sys.modules or "keras" in sys.modules)
 '''
 
-# The loop of Gallery.enroll_folder (one enroll_images transaction per identity), written out:
+# The loop of Faces.enroll_folder (one enroll transaction per identity), written out:
 # enroll_folder lists the folder with kerascnn.data, whose package imports TensorFlow.
 CHILD_FOLDER = PIPELINE + r'''
 import os, sys
+from kerascnn.face.faces import Faces
 from kerascnn.face.gallery import Gallery
 path, folder = sys.argv[1], sys.argv[2]
-with Gallery(path, timeout=60) as g:
+with Faces(Gallery(path, timeout=60), pipeline=SlowPipeline()) as faces:
     for name in sorted(os.listdir(folder)):
         paths = sorted(os.path.join(folder, name, f) for f in os.listdir(os.path.join(folder, name)))
-        g.enroll_images(name, paths, SlowPipeline())
+        faces.enroll(name, paths)
 print("done")
 '''
 

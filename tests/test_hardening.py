@@ -311,7 +311,7 @@ def test_empty_name_has_its_own_message(capsys, gallery_path):
 
 
 def test_verify_finds_an_nfd_claim(tmp_path):
-    from kerascnn.face.verify import verify
+    from kerascnn.face.decision import verify
 
     with Gallery(tmp_path / "g.db", IDENTITY) as g:
         templates = _unit(2)

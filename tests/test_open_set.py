@@ -10,7 +10,7 @@ import pytest
 
 from kerascnn.errors import DatasetError, FaceModelError
 from kerascnn.face.model import load_open_set_calibration, save_calibration, save_open_set_calibration
-from kerascnn.face.verify import calibrate_open_set, open_set_threshold
+from kerascnn.face.decision import calibrate_open_set, open_set_threshold
 
 
 def synthetic(people=60, images=(1, 6), dim=32, noise=0.9, seed=0):

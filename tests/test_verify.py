@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kerascnn.errors import DatasetError, EmptyGalleryError, UnknownIdentityError
-from kerascnn.face.verify import calibrate, decide_identity, identify, pair_scores, verify
+from kerascnn.face.decision import calibrate, decide_identity, identify, pair_scores, verify
 
 
 def _unit(x):

@@ -184,7 +184,7 @@ def _latest(data: dict, kind: str, detector: str, origin: str, path: Path) -> Ca
 
 
 def find_calibration(kind: str, identity: dict, detector: str, model_path: str | os.PathLike | None = None,
-                     file: str | os.PathLike | None = None) -> CalibrationChoice | None:
+                     file: str | os.PathLike | None = None, card: bool = True) -> CalibrationChoice | None:
     """The calibration to use for a kind of decision with a detector.
 
     Args:
@@ -193,6 +193,7 @@ def find_calibration(kind: str, identity: dict, detector: str, model_path: str |
         detector: the detector in use (:func:`detector_name`).
         model_path: the model's name or ``.keras`` path (its card; ``None``: the default model).
         file: read only this calibration file (``--calibration``) instead of the user's and the card.
+        card: fall back on the model card (False for a model given as an object, which has none).
 
     Returns:
         With ``file``: its latest entry for ``kind`` and ``detector``. Else the latest such entry
@@ -216,11 +217,11 @@ def find_calibration(kind: str, identity: dict, detector: str, model_path: str |
         chosen = _latest(data, kind, detector, "user", path)
         if chosen is not None:
             return chosen
-    card = inference_card(model_path)
-    if CARD_KEYS[kind] not in card:
+    values = inference_card(model_path) if card else {}
+    if CARD_KEYS[kind] not in values:
         return None
     where = card_path(model_path)
-    return CalibrationChoice(kind, check_calibration(card[CARD_KEYS[kind]], str(where), kind), "card", where)
+    return CalibrationChoice(kind, check_calibration(values[CARD_KEYS[kind]], str(where), kind), "card", where)
 
 
 def store_calibration(kind: str, calibration: dict, identity: dict, detector: str, dataset: str, *,
@@ -233,7 +234,7 @@ def store_calibration(kind: str, calibration: dict, identity: dict, detector: st
 
     Args:
         kind: ``"1:1"`` or ``"open-set"``.
-        calibration: what :func:`kerascnn.face.verify.calibrate` or ``calibrate_open_set`` returned.
+        calibration: what :func:`kerascnn.face.decision.calibrate` or ``calibrate_open_set`` returned.
         identity: the model's :func:`kerascnn.face.gallery.model_identity`.
         detector: the detector it was measured with (:func:`detector_name`).
         dataset: what it was measured on (a path, with the subset used).
@@ -282,3 +283,127 @@ def store_calibration(kind: str, calibration: dict, identity: dict, detector: st
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
     return path, replaced
+
+
+# --- the threshold of a decision: policy shared by the Python API, the CLI and the service -------
+@dataclass
+class DecisionThreshold:
+    """The threshold a decision uses, and why.
+
+    Attributes:
+        threshold: the value (a similarity for ``cosine``, a distance for ``euclidean``).
+        metric: ``"cosine"`` or ``"euclidean"``.
+        source: the calibration it comes from (``origin == "--threshold"`` when given by hand).
+        description: one line saying where it comes from.
+        operating_point: for a 1:N decision, the JSON form of the operating point (gallery size,
+            FPIR, expected DIR) or of the fallback used; None for 1:1.
+    """
+
+    threshold: float
+    metric: str
+    source: CalibrationChoice
+    description: str
+    operating_point: dict | None = None
+
+
+def _pipeline_calibration(pipeline, kind: str, file) -> CalibrationChoice | None:
+    from kerascnn.face.gallery.records import model_identity
+
+    return find_calibration(kind, model_identity(pipeline.model), detector_name(pipeline.detector),
+                            pipeline.model_spec, file, card=getattr(pipeline, "has_card", False))
+
+
+def _searched(file) -> str:
+    return f"none in {file}" if file else "none in the user's calibrations nor in the model card"
+
+
+def _threshold_text(value: float) -> str:
+    """A threshold as printed: 4 decimals, or 4 significant digits for a huge one (not 300 digits)."""
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
+
+
+def _given(kind: str, threshold: float, metric: str | None) -> CalibrationChoice:
+    import math
+
+    if not math.isfinite(threshold):
+        raise FaceModelError(f"a decision threshold must be a finite number, got {threshold}")
+    return CalibrationChoice(kind, {"threshold": float(threshold), "metric": metric or "cosine"}, "--threshold")
+
+
+def verification_threshold(pipeline, threshold: float | None = None, metric: str | None = None,
+                           calibration_file: str | os.PathLike | None = None) -> DecisionThreshold:
+    """The 1:1 threshold for a face pipeline: the one given, else the calibration in use.
+
+    Args:
+        pipeline: the :class:`~kerascnn.face.pipeline.FacePipeline` whose model and detector
+            made (and will make) the templates.
+        threshold: a threshold given by hand (``--threshold``); overrides every calibration.
+        metric: its metric (default ``"cosine"``); with a calibration, it must be the calibration's.
+        calibration_file: read only this calibration file (``--calibration``).
+
+    Returns:
+        A :class:`DecisionThreshold`.
+
+    Raises:
+        FaceModelError: no 1:1 calibration for this model and detector, a metric that differs from
+            the calibration's, a non-finite threshold.
+    """
+    if threshold is not None:
+        chosen = _given("1:1", threshold, metric)
+        return DecisionThreshold(chosen.values["threshold"], chosen.values["metric"], chosen, "--threshold")
+    chosen = _pipeline_calibration(pipeline, "1:1", calibration_file)
+    if chosen is None:
+        raise FaceModelError(f"no 1:1 calibration of this model for detector {detector_name(pipeline.detector)} "
+                             f"({_searched(calibration_file)}); pass --threshold or run 'kerascnn calibrate' first")
+    found = chosen.values["metric"]
+    if metric and metric != found:
+        raise FaceModelError(f"--metric {metric} differs from the calibration's {found}: pass --threshold too")
+    return DecisionThreshold(float(chosen.values["threshold"]), found, chosen, f"from {chosen.describe()}")
+
+
+def identification_threshold(pipeline, gallery_size: int, fpir: float | None = None, threshold: float | None = None,
+                             metric: str | None = None,
+                             calibration_file: str | os.PathLike | None = None) -> DecisionThreshold:
+    """The 1:N threshold for a gallery of ``gallery_size`` people (open-set identification).
+
+    The threshold given by hand, else the open-set calibration's operating point for this gallery
+    size and false positive identification rate, else (no open-set calibration) the 1:1
+    threshold, whose false positives grow with the gallery's size (said in the description).
+
+    Args:
+        pipeline: the face pipeline in use.
+        gallery_size: how many people are enrolled.
+        fpir: the target FPIR (default :data:`kerascnn.face.decision.DEFAULT_FPIR`).
+        threshold: a threshold given by hand; overrides every calibration.
+        metric: its metric (default ``"cosine"``); with a calibration, it must be the calibration's.
+        calibration_file: read only this calibration file.
+
+    Returns:
+        A :class:`DecisionThreshold` with its ``operating_point``.
+
+    Raises:
+        FaceModelError: ``fpir`` without an open-set calibration, no calibration at all, a metric
+            that differs from the calibration's.
+    """
+    from kerascnn.face.decision import DEFAULT_FPIR, open_set_threshold
+
+    if threshold is not None:
+        given = verification_threshold(pipeline, threshold, metric)
+        return DecisionThreshold(given.threshold, given.metric, given.source,
+                                 f"1:N threshold: {given.metric} {_threshold_text(given.threshold)} (--threshold)",
+                                 {"threshold": given.threshold, "metric": given.metric, "how": "--threshold"})
+    chosen = _pipeline_calibration(pipeline, "open-set", calibration_file)
+    if chosen is None:
+        if fpir is not None:
+            raise FaceModelError(f"--fpir needs a 1:N calibration, and there is none ({_searched(calibration_file)}): "
+                                 "run 'kerascnn calibrate --open-set --folder DIR' first, or pass --threshold")
+        one = verification_threshold(pipeline, None, metric, calibration_file)
+        how = (f"no 1:N calibration ({_searched(calibration_file)}): using the 1:1 threshold, whose false positives "
+               "grow with the gallery's size (run 'kerascnn calibrate --open-set')")
+        return DecisionThreshold(one.threshold, one.metric, one.source,
+                                 f"1:N threshold: {one.metric} {_threshold_text(one.threshold)} ({how})",
+                                 {"threshold": one.threshold, "metric": one.metric, "how": how})
+    point = open_set_threshold(chosen.values, gallery_size, DEFAULT_FPIR if fpir is None else fpir)
+    if metric and metric != point.metric:
+        raise FaceModelError(f"--metric {metric} differs from the 1:N calibration's {point.metric}: pass --threshold too")
+    return DecisionThreshold(point.threshold, point.metric, chosen, point.describe(), point.to_dict())

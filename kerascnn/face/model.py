@@ -14,7 +14,7 @@ Calibration format (a dict, stored under ``"calibration"`` in the card)::
      "source": "how it was measured"}
 
 Any other keys (``accuracy``, ``far``, ``pairs``...) are kept as given. The open-set (1:N)
-operating points of :func:`kerascnn.face.verify.calibrate_open_set` are stored beside it, under
+operating points of :func:`kerascnn.face.decision.calibrate_open_set` are stored beside it, under
 ``"open_set_calibration"`` (:func:`save_open_set_calibration`, :func:`load_open_set_calibration`).
 The commands never write a card: ``kerascnn calibrate`` stores what it measures in the user's
 calibration files, which loading prefers (:mod:`kerascnn.face.calibrations`).
@@ -357,7 +357,7 @@ def convert_dlib_model(out: str | os.PathLike, dat: str | os.PathLike | None = N
 def load_open_set_calibration(model_path: str | os.PathLike | None = None) -> dict | None:
     """The open-set (1:N) calibration stored in a model's card, or None when it has none.
 
-    See :func:`kerascnn.face.verify.calibrate_open_set` for the format (stored under
+    See :func:`kerascnn.face.decision.calibrate_open_set` for the format (stored under
     ``"open_set_calibration"``, beside the 1:1 ``"calibration"``).
 
     Raises:

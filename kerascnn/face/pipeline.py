@@ -135,8 +135,9 @@ class FacePipeline:
     """Read, detect, select, align and embed faces, in batches.
 
     Args:
-        detector: anything :func:`kerascnn.face.detect.get_detector` takes (None: Haar, or YuNet
-            when ``$KERASCNN_DETECTOR_MODEL`` is set; ``"haar"``; a YuNet ``.onnx`` path; a callable).
+        detector: anything :func:`kerascnn.face.detect.get_detector` takes (None or ``"yunet"``:
+            the shipped YuNet, or the file ``$KERASCNN_DETECTOR_MODEL`` names; ``"haar"``; a YuNet
+            ``.onnx`` path; a callable).
         model: a Keras embedding model, a ``.keras`` path, or None for the default face model
             (:func:`kerascnn.face.model.load_face_model`). It takes aligned RGB crops, float32
             0..255, of size ``model.input_shape[1:3]``; its outputs are L2-normalized here again
@@ -169,6 +170,8 @@ class FacePipeline:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.detector = get_detector(detector)
         self.model = load_embedder(model)
+        self.has_card = not hasattr(model, "input_shape")  # a name or path (None: the default) has a card
+        self.model_spec = model if self.has_card else None  # whose card holds the calibrations
         from kerascnn.face.model import alignment_of, card_path, inference_card
 
         given = hasattr(model, "input_shape")  # a Keras model has no card; a name or path has its card's options

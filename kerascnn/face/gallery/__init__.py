@@ -28,8 +28,9 @@ its templates. An optional approximate index (faiss, the ``ann`` extra) answers 
 API. Export and import use one portable file format (:mod:`~kerascnn.face.gallery.fileformat`:
 JSON or NPZ, no pickle).
 
-This package imports neither TensorFlow nor Keras: it works on plain arrays, and takes a model or
-a face pipeline only where it embeds images.
+This package imports neither TensorFlow nor Keras and never runs a face pipeline: it stores and
+searches names and templates (plain arrays). Photos become templates in :mod:`kerascnn.face.faces`
+(``kerascnn.face.open(...)``), which composes a face pipeline and a gallery.
 
 Example:
     >>> from kerascnn.face.gallery import Gallery, model_identity

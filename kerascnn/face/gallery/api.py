@@ -12,7 +12,6 @@ import contextlib
 import glob
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from kerascnn.errors import (
     GalleryLockedError,
     GalleryModelMismatchError,
     GalleryNotFoundError,
-    ImageReadError,
     UnknownIdentityError,
 )
 from kerascnn.face.gallery.fileformat import EXPORT_FORMAT, EXPORT_VERSION, check_extension, read_export, write_export
@@ -36,7 +34,6 @@ from kerascnn.face.gallery.index import SearchIndex
 from kerascnn.face.gallery.records import (
     IDENTITY_FIELDS,
     REQUIRED_IDENTITY_FIELDS,
-    EnrollReport,
     IdentityInfo,
     check_embeddings,
     check_identity_dict,
@@ -45,8 +42,6 @@ from kerascnn.face.gallery.records import (
     from_blob,
     is_sha256,
     now,
-    pipeline_identity,
-    sha256_file,
     short,
     source_digests,
     to_blob,
@@ -196,6 +191,18 @@ class Gallery:
         value = self._meta("embedding_dim")
         return None if value is None else int(value)
 
+    def check_model(self, identity: dict | None) -> None:
+        """Refuse a model whose templates are not this gallery's.
+
+        Args:
+            identity: the model's :func:`~kerascnn.face.gallery.records.pipeline_identity` (or
+                :func:`model_identity`); None checks nothing.
+
+        Raises:
+            GalleryModelMismatchError: the gallery was enrolled with another model or other template options.
+        """
+        self._check_model(identity)
+
     def _check_model(self, identity: dict | None, conn: Connection | None = None) -> None:
         """Raise GalleryModelMismatchError when ``identity`` is not the gallery's model."""
         if identity is None:
@@ -300,110 +307,28 @@ class Gallery:
             ).fetchall()
         return {r[0] for r in rows}
 
-    def enroll_images(self, name: str, paths: Sequence[str | os.PathLike], pipeline: Any, strict: bool = True,
-                      progress: bool = False, allow_confusable: bool = False) -> EnrollReport:
-        """Embed images of one person with a face pipeline and enroll them (one transaction).
+    def check_new_name(self, name: str, allow_confusable: bool = False) -> str:
+        """The name as it would be stored, checked before any work is spent on its images.
 
         Args:
-            name: the identity's name.
-            paths: image files of that person.
-            pipeline: a :class:`kerascnn.face.pipeline.FacePipeline` (anything with ``model`` and
-                ``embed_images(paths, progress=...)`` returning embeddings and per-item status).
-            strict: raise the error of the first image that gives no face embedding, enrolling
-                nothing (else such images are reported in ``failures`` and the others enrolled).
-                Of an image with several faces, the pipeline's selected (first) face is enrolled.
-            progress: show the pipeline's progress bar.
-            allow_confusable: enroll a new name even if it looks like an enrolled one.
+            name: a name to enroll.
+            allow_confusable: accept a new name that looks like an enrolled one.
 
         Returns:
-            An :class:`EnrollReport`.
+            The name, NFC-normalised and stripped of surrounding spaces.
 
         Raises:
-            GalleryInputError: no image path at all, or a bad name.
-            ConfusableNameError: a new name that looks like an enrolled one, unless
-                ``allow_confusable`` (checked before any image is embedded).
-            GalleryModelMismatchError: the pipeline's model is not the gallery's (checked first).
-            FaceError, ImageReadError: with ``strict``, the error of the first failed image.
+            GalleryInputError: not a valid name.
+            ConfusableNameError: a new name that looks like an enrolled one, unless ``allow_confusable``.
+            GalleryLockedError: the gallery is read-only.
         """
         name = check_name(name)
-        paths = [os.fspath(p) for p in paths]
-        if not paths:
-            raise GalleryInputError(f"enroll_images({name!r}) got no image path: give at least one image")
         self._check_writable()
-        identity = pipeline_identity(pipeline)
-        self._check_model(identity)
         if not allow_confusable:
             with self._reading() as conn:
-                _refuse_confusable(conn, [name])
-        report = EnrollReport()
-        digests: list[str | None] = []
-        for path in paths:
-            try:
-                digests.append(f"sha256:{sha256_file(path)}")
-            except OSError as exc:  # unreadable: the image reader says why (strict), or it is skipped
-                if strict:
-                    raise ImageReadError(f"cannot read image file {path}: {exc.strerror or exc}") from exc
-                digests.append(None)
-                report.failures.append((path, f"cannot read image file {path}: {exc.strerror or exc}"))
-        known = self.enrolled_sources(name)
-        todo = [i for i, d in enumerate(digests) if d is not None and d[7:] not in known]
-        report.skipped = sum(d is not None for d in digests) - len(todo)
-        embeddings, errors = _embed(pipeline, [paths[i] for i in todo], progress, strict)
-        report.failures += [(paths[i], error) for i, error in zip(todo, errors) if error is not None]
-        ok = [j for j, error in enumerate(errors) if error is None]
-        if ok:
-            report.enrolled[name] = self.enroll(
-                name, embeddings[ok], [digests[todo[j]] for j in ok], model_identity=identity,
-                allow_confusable=allow_confusable,
-            )
-        return report
-
-    def enroll_folder(self, folder: str | os.PathLike, pipeline: Any, progress: bool = True,
-                      allow_confusable: bool = False) -> EnrollReport:
-        """Enroll every identity of an ``identity/image`` folder, one transaction per identity.
-
-        A process killed mid-way keeps every identity committed before; running it again skips
-        the images already enrolled (by source hash) and completes the rest. Images without a
-        usable face or that cannot be read, and sub-folders whose name is not a valid identity
-        name or looks like an enrolled one (see :meth:`enroll`), are reported in ``failures`` and
-        skipped.
-
-        Args:
-            folder: one sub-folder per person, holding that person's images.
-            pipeline: a face pipeline (see :meth:`enroll_images`).
-            progress: show a progress bar over the images.
-            allow_confusable: enroll new names even if they look like enrolled ones.
-
-        Returns:
-            An :class:`EnrollReport` over all identities.
-
-        Raises:
-            DatasetError: the folder is missing or has no identity sub-folder with images.
-            GalleryModelMismatchError: the pipeline's model is not the gallery's (checked first).
-        """
-        from tqdm.auto import tqdm
-
-        from kerascnn.data.folders import scan_folder
-
-        self._check_writable()
-        self._check_model(pipeline_identity(pipeline))
-        dataset = scan_folder(folder, skip_empty_classes=True)
-        report = EnrollReport()
-        with tqdm(total=len(dataset), unit="img", desc="enroll", disable=not progress, file=sys.stderr) as bar:
-            for label, name in enumerate(dataset.class_names):
-                paths = [p for p, y in zip(dataset.paths, dataset.labels) if y == label]
-                bar.set_postfix_str(name, refresh=False)
-                try:
-                    part = self.enroll_images(name, paths, pipeline, strict=False, allow_confusable=allow_confusable)
-                except GalleryInputError as exc:  # a folder name that cannot be an identity, or looks like one
-                    report.failures.append((str(Path(folder) / name), f"not enrolled: {exc}"))
-                    bar.update(len(paths))
-                    continue
-                report.enrolled.update(part.enrolled)
-                report.skipped += part.skipped
-                report.failures.extend(part.failures)
-                bar.update(len(paths))
-        return report
+                if conn.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone() is None:
+                    _refuse_confusable(conn, [name])
+        return name
 
     # -- listing and editing ----------------------------------------------------------------------
     def identities(self) -> list[IdentityInfo]:
@@ -416,6 +341,11 @@ class Gallery:
         return [IdentityInfo(n, int(c), created) for n, c, created in sorted(rows)]
 
     list = identities
+
+    def identity_count(self) -> int:
+        """The number of enrolled identities (the gallery's size N for 1:N decisions)."""
+        with self._reading() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
 
     def __len__(self) -> int:
         """The number of templates."""
@@ -693,10 +623,9 @@ class Gallery:
         return cache
 
 
-@contextlib.contextmanager
 def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, create: bool = True,
-                 **kwargs: Any) -> Iterator[Gallery]:
-    """A :class:`Gallery` for a ``with`` block, created atomically if it does not exist.
+                 **kwargs: Any) -> Gallery:
+    """A :class:`Gallery` (use it in a ``with`` block, or close it), created atomically if it does not exist.
 
     An existing gallery is opened as usual (it only ever changes by committed transactions). A
     new SQLite gallery is first built empty (schema and model identity) in a temporary file beside
@@ -709,13 +638,12 @@ def open_gallery(path: str | os.PathLike, model_identity: dict | None = None, cr
     Args:
         path, model_identity, create, kwargs: as for :class:`Gallery`.
 
-    Yields:
-        The open gallery (closed on leaving the block).
+    Returns:
+        The open gallery (closed on leaving a ``with`` block).
     """
     if not is_database(path) and not Path(path).exists() and create:
         _create_atomically(Path(path), model_identity, kwargs.get("timeout", 10.0))
-    with Gallery(path, model_identity, create=create, **kwargs) as gallery:
-        yield gallery
+    return Gallery(path, model_identity, create=create, **kwargs)
 
 
 STALE_SECONDS = 600  # a temporary file of gallery creation older than this was left by a killed process
@@ -776,21 +704,3 @@ def _refuse_confusable(conn: Connection, names: list[str], besides: int | None =
     identity ``besides``) or like another of ``names`` (see :func:`check_not_confusable`)."""
     rows = conn.execute("SELECT id, name FROM identities").fetchall()
     check_not_confusable(names, [n for i, n in rows if i != besides])
-
-
-def _embed(pipeline: Any, paths: list[str], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:
-    """Per image: the first face's embedding row, and None or the error message of an image without one."""
-    if not paths:
-        return np.zeros((0, 0), np.float32), []
-    batch = pipeline.embed_images(paths, progress=progress, strict=strict)
-    rows: dict[int, int] = {}
-    errors: dict[int, str] = {}
-    for row, result in enumerate(batch.results):
-        if result.ok:
-            rows.setdefault(result.index, row)
-        else:
-            errors.setdefault(result.index, str(result.error))  # the exception, or its message
-    embeddings = np.asarray(batch.embeddings, np.float32)
-    picked = np.stack([embeddings[rows[i]] if i in rows else np.full(embeddings.shape[1], np.nan, np.float32)
-                       for i in range(len(paths))])
-    return picked, [None if i in rows else errors.get(i, "no embedding") for i in range(len(paths))]

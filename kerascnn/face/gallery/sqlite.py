@@ -79,9 +79,13 @@ class SQLiteStore(GalleryStore):
                         f"gallery {self.path} is in a read-only folder and has writes not yet checkpointed "
                         f"({wal.name}): copy the gallery (with {wal.name}) to a writable folder to search it")
                 uri += "&immutable=1"  # nothing else can be writing: read the file as it is, no -shm needed
-            self._conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+            self._conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None,
+                                         check_same_thread=False)
         else:
-            self._conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            # One connection per gallery, usable from any thread: callers serialise their calls
+            # (kerascnn.face.Faces holds a lock around every gallery call).
+            self._conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                         check_same_thread=False)
         with self._errors():
             self._conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 

@@ -74,7 +74,18 @@ def is_match(score: float | np.ndarray, threshold: float, metric: str = "cosine"
 
 @dataclass
 class Verification:
-    """The 1:1 decision. ``score`` is a similarity or a distance, by ``metric``."""
+    """The 1:1 decision. ``score`` is a similarity or a distance, by ``metric``.
+
+    Attributes:
+        name: the claimed identity.
+        match: whether the probe is ``name``.
+        score: the probe's score against ``name``'s templates.
+        threshold: the threshold it was held to.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        templates: how many templates ``name`` has.
+        threshold_source: where the threshold came from (the high-level API and the CLI fill it).
+        face: the probe's face (a :class:`~kerascnn.face.pipeline.FaceResult`), when a photo was given.
+    """
 
     name: str
     match: bool
@@ -82,11 +93,52 @@ class Verification:
     threshold: float
     metric: str
     templates: int
+    threshold_source: dict | None = None
+    face: Any = None
 
     def to_dict(self) -> dict:
-        return {"decision": "match" if self.match else "no match", "name": self.name, "match": self.match,
+        """A JSON-ready dict (the CLI's ``--json``)."""
+        out = {"decision": "match" if self.match else "no match", "name": self.name, "match": self.match,
+               "score": round(self.score, 6), "threshold": self.threshold, "metric": self.metric,
+               "templates": self.templates}
+        return _with_context(out, self.threshold_source, self.face)
+
+
+def _with_context(out: dict, threshold_source: dict | None, face: Any, **more: Any) -> dict:
+    """``out`` plus the optional context of a decision (where its threshold came from, the faces used)."""
+    if threshold_source is not None:
+        out["threshold_source"] = threshold_source
+    if face is not None:
+        out["face"] = face.to_dict()
+    out.update({k: v for k, v in more.items() if v is not None})
+    return out
+
+
+@dataclass
+class Comparison:
+    """Are two photos the same person? (:func:`kerascnn.face.compare`)
+
+    Attributes:
+        match: whether they are.
+        score: their score (a similarity for ``cosine``, a distance for ``euclidean``).
+        threshold: the threshold it was held to.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        threshold_source: where the threshold came from (calibration file, model card or given).
+        faces: the face used in each photo (:class:`~kerascnn.face.pipeline.FaceResult`).
+    """
+
+    match: bool
+    score: float
+    threshold: float
+    metric: str
+    threshold_source: dict
+    faces: tuple
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return {"decision": "match" if self.match else "no match", "match": self.match,
                 "score": round(self.score, 6), "threshold": self.threshold, "metric": self.metric,
-                "templates": self.templates}
+                "threshold_source": self.threshold_source, "faces": [f.to_dict() for f in self.faces]}
 
 
 @dataclass
@@ -97,7 +149,19 @@ class Candidate:
 
 @dataclass
 class Identification:
-    """The 1:N decision: ``name`` is None when the best candidate is beyond the threshold."""
+    """The 1:N decision: ``name`` is None when the best candidate is beyond the threshold.
+
+    Attributes:
+        recognized: whether the probe is one of the enrolled.
+        name: who, or None for a stranger.
+        score: the best candidate's score.
+        threshold: the threshold it was held to.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        candidates: the best identities, best first (one score each: its best template's).
+        threshold_source: where the threshold came from (the high-level API and the CLI fill it).
+        face: the probe's face (a :class:`~kerascnn.face.pipeline.FaceResult`), when a photo was given.
+        operating_point: the 1:N operating point the threshold was chosen at (gallery size, FPIR).
+    """
 
     recognized: bool
     name: str | None
@@ -105,12 +169,17 @@ class Identification:
     threshold: float
     metric: str
     candidates: list[Candidate] = field(default_factory=list)
+    threshold_source: dict | None = None
+    face: Any = None
+    operating_point: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"decision": self.name if self.recognized else "not recognized", "recognized": self.recognized,
-                "name": self.name, "score": round(self.score, 6), "threshold": self.threshold,
-                "metric": self.metric,
-                "candidates": [{"name": c.name, "score": round(c.score, 6)} for c in self.candidates]}
+        """A JSON-ready dict (the CLI's ``--json``)."""
+        out = {"decision": self.name if self.recognized else "not recognized", "recognized": self.recognized,
+               "name": self.name, "score": round(self.score, 6), "threshold": self.threshold,
+               "metric": self.metric,
+               "candidates": [{"name": c.name, "score": round(c.score, 6)} for c in self.candidates]}
+        return _with_context(out, self.threshold_source, self.face, operating_point=self.operating_point)
 
 
 def _templates_of(gallery_or_templates: Any, name: str) -> np.ndarray:
