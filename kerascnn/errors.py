@@ -126,6 +126,17 @@ class ConfusableNameError(GalleryInputError):
     e.g. a Cyrillic ``а`` for a Latin ``a``); the message names both and where they differ."""
 
 
+class ApiKeyError(GalleryInputError):
+    """An API key request that cannot be done: an unknown scope, a bad or taken key name."""
+
+
+class UnknownApiKeyError(ApiKeyError, KeyError):
+    """An API key name that the gallery does not hold."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 # --- distillation ---------------------------------------------------------------------------
 class TeacherUnavailableError(KerasCNNError, ImportError):
     """A teacher embedder whose optional dependency or model files are missing."""

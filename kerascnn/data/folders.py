@@ -7,6 +7,7 @@ holding that class's images: ``../shared/data/lfw/images/<Name>/<Name>_0001.jpg`
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -45,21 +46,49 @@ def read_image(path: str | os.PathLike, channels: int = 3, max_pixels: int = MAX
             or of dimensions that cannot be read from its header (names the file).
         ImageTooLargeError: the image has more than ``max_pixels`` pixels.
     """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = os.fspath(path)
     with _open_regular_file(path) as f:
-        quick = _image_size_from_header(np.frombuffer(f.read(65536), dtype=np.uint8))  # PNG/JPEG, even truncated
-        f.seek(0)
-        height, width = quick if quick is not None else (0, 0)
-        if width * height <= max_pixels:
-            width, height = _header_size(f, path)
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image {path} is {width}x{height} pixels, above the cap of {max_pixels:,} pixels"
-            )
-        f.seek(0)
-        data = np.frombuffer(f.read(), dtype=np.uint8)
+        return _decode_checked(f, path, channels, max_pixels)
+
+
+def read_image_bytes(data: bytes, name: str = "the image", channels: int = 3,
+                     max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file's bytes held in memory (an upload), with :func:`read_image`'s checks.
+
+    Args:
+        data: the encoded file (JPEG, PNG, PGM, BMP, WebP, TIFF).
+        name: how messages name the image (an upload's file name).
+        channels: 3 for ``(h, w, 3)`` RGB, 1 for ``(h, w, 1)`` grey.
+        max_pixels: refuse images with more pixels than this, before decoding them.
+
+    Returns:
+        ``uint8`` array ``(height, width, channels)``.
+
+    Raises:
+        ImageReadError: empty, truncated, not an image, or of dimensions that cannot be read.
+        ImageTooLargeError: the image has more than ``max_pixels`` pixels.
+    """
+    if not data:
+        raise ImageReadError(f"cannot read image {name}: it is empty")
+    return _decode_checked(io.BytesIO(data), name, channels, max_pixels)
+
+
+def _decode_checked(f, path: str, channels: int, max_pixels: int) -> np.ndarray:
+    """The image in the open binary file ``f`` (named ``path`` in messages), its size checked
+    from its header before it is decoded (see :func:`read_image`)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    quick = _image_size_from_header(np.frombuffer(f.read(65536), dtype=np.uint8))  # PNG/JPEG, even truncated
+    f.seek(0)
+    height, width = quick if quick is not None else (0, 0)
+    if width * height <= max_pixels:
+        width, height = _header_size(f, path)
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image {path} is {width}x{height} pixels, above the cap of {max_pixels:,} pixels"
+        )
+    f.seek(0)
+    data = np.frombuffer(f.read(), dtype=np.uint8)
     # not IMREAD_UNCHANGED: that flag ignores the EXIF orientation; these keep 16 bits and grey
     image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:

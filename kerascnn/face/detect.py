@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -310,14 +311,17 @@ class YuNetDetector:
                 f"cannot load face detector model {self.model_path}: not a YuNet .onnx model OpenCV can read"
             ) from exc
         self.max_side = max_side
+        self._lock = threading.Lock()  # the net keeps its input size between calls: one image at a time
 
     def __repr__(self) -> str:
         return f"YuNetDetector({self.model_path!r})"
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         image, factor = _downscale(as_rgb(image), self.max_side)
-        self._net.setInputSize((image.shape[1], image.shape[0]))
-        _, faces = self._net.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        with self._lock:
+            self._net.setInputSize((image.shape[1], image.shape[0]))
+            _, faces = self._net.detect(bgr)
         found = [
             Detection(tuple(float(v) for v in row[:4]), float(row[14]), row[4:14].reshape(5, 2).astype(np.float32))
             for row in (faces if faces is not None else [])

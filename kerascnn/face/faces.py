@@ -21,6 +21,7 @@ embeddings), :class:`~kerascnn.face.gallery.Gallery` (names and templates) and
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -33,7 +34,7 @@ from kerascnn.face.decision import Comparison, Identification, Verification, ide
 from kerascnn.face.gallery import EnrollReport, Gallery, IdentityInfo, open_gallery, pipeline_identity, sha256_file
 from kerascnn.progress import progress_counter
 
-Photo = Any  # a path (str or os.PathLike) or an RGB / grey uint8 array
+Photo = Any  # a path (str or os.PathLike), an RGB / grey uint8 array, or an image file's bytes
 # (The model, its calibrations and TensorFlow load on first use: a gallery-only user never pays for them.)
 
 
@@ -187,13 +188,14 @@ class Faces:
             self.gallery.rename(old, new, allow_confusable=allow_confusable)
 
     # -- enrollment --------------------------------------------------------------------------------
-    def enroll(self, name: str, photos: Sequence[str | os.PathLike] | str | os.PathLike, *, strict: bool = True,
+    def enroll(self, name: str, photos: Sequence[str | os.PathLike | bytes] | str | os.PathLike, *, strict: bool = True,
                progress: bool = False, allow_confusable: bool = False) -> EnrollReport:
         """Enroll photos of one person (one transaction); photos already enrolled are skipped.
 
         Args:
             name: the person's name.
-            photos: image files of that person (one path is taken as a list of one).
+            photos: image files of that person (one path is taken as a list of one), or their
+                bytes (an upload, decoded in memory: never written to disk).
             strict: raise the error of the first photo that gives no face, enrolling nothing;
                 else such photos are reported in ``failures`` and the others enrolled.
             progress: show a progress bar.
@@ -207,7 +209,9 @@ class Faces:
                 (checked before any photo is embedded).
             NoFaceError, ImageReadError: with ``strict``, the first photo without a usable face.
         """
-        paths = [os.fspath(photos)] if isinstance(photos, (str, os.PathLike)) else [os.fspath(p) for p in photos]
+        if isinstance(photos, (str, os.PathLike)):
+            photos = [photos]
+        paths = [p if isinstance(p, bytes) else os.fspath(p) for p in photos]
         with self._lock:
             name = self.gallery.check_new_name(name, allow_confusable)
         if not paths:
@@ -216,7 +220,8 @@ class Faces:
         digests: list[str | None] = []
         for path in paths:
             try:
-                digests.append(f"sha256:{sha256_file(path)}")
+                digest = hashlib.sha256(path).hexdigest() if isinstance(path, bytes) else sha256_file(path)
+                digests.append(f"sha256:{digest}")
             except OSError as exc:  # unreadable: the image reader says why (strict), or it is skipped
                 message = f"cannot read image file {path}: {exc.strerror or exc}"
                 if strict:
@@ -228,7 +233,7 @@ class Faces:
         todo = [i for i, d in enumerate(digests) if d is not None and d[7:] not in known]
         report.skipped = sum(d is not None for d in digests) - len(todo)
         embeddings, errors = _first_faces(self.pipeline, [paths[i] for i in todo], progress, strict)
-        report.failures += [(paths[i], error) for i, error in zip(todo, errors) if error is not None]
+        report.failures += [(_source(paths[i], i), error) for i, error in zip(todo, errors) if error is not None]
         ok = [j for j, error in enumerate(errors) if error is None]
         if ok:
             with self._lock:
@@ -355,7 +360,12 @@ class Faces:
         return f"Faces({self.gallery.location!r}, model={self.pipeline.model.name!r})"
 
 
-def _first_faces(pipeline, paths: list[str], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:
+def _source(photo: str | bytes, index: int) -> str:
+    """How reports name a photo: its path, or ``bytes[i]`` for the bytes of the ``index``-th."""
+    return f"bytes[{index}]" if isinstance(photo, bytes) else photo
+
+
+def _first_faces(pipeline, paths: list[str | bytes], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:
     """Per photo: the selected face's embedding row, and None or the error message of a photo without one."""
     if not paths:
         return np.zeros((0, 0), np.float32), []

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kerascnn.data.folders import MAX_PIXELS, read_image
+from kerascnn.data.folders import MAX_PIXELS, read_image, read_image_bytes
 from kerascnn.evaluation import unit_vectors
 from kerascnn.errors import FaceModelError, KerasCNNError
 from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
@@ -277,12 +277,12 @@ class FacePipeline:
             self._embed_fn = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
         return self._embed_fn
 
-    def embed_images(self, images: Sequence[str | os.PathLike | np.ndarray], progress: bool = True,
+    def embed_images(self, images: Sequence[str | os.PathLike | np.ndarray | bytes], progress: bool = True,
                      strict: bool = False, keep_crops: bool = False) -> FaceBatch:
         """Embed the face(s) of each image.
 
         Args:
-            images: image paths or RGB/grey/RGBA ``uint8`` arrays (mixed is fine).
+            images: image paths, RGB/grey/RGBA ``uint8`` arrays or image files' bytes (mixed is fine).
             progress: show a progress bar (stderr) for long work (from 64 inputs on).
             strict: raise the first per-image error instead of recording it.
             keep_crops: keep the aligned crops in the result (for inspection and tests).
@@ -316,9 +316,15 @@ class FacePipeline:
 
     def _items_of(self, index: int, image, strict: bool) -> list[_Item]:
         """The faces of one input, or one error item."""
-        source = f"array[{index}]" if isinstance(image, np.ndarray) else os.fspath(image)
+        source = (f"array[{index}]" if isinstance(image, np.ndarray) else f"bytes[{index}]" if isinstance(image, bytes)
+                  else os.fspath(image))
         try:
-            array = image if isinstance(image, np.ndarray) else read_image(image, max_pixels=self.max_pixels)
+            if isinstance(image, np.ndarray):
+                array = image
+            elif isinstance(image, bytes):  # an image file's bytes (an upload): decoded in memory
+                array = read_image_bytes(image, source, max_pixels=self.max_pixels)
+            else:
+                array = read_image(image, max_pixels=self.max_pixels)
             rgb = as_rgb(array, source)
             found, faces = self._detect_and_align(rgb, source)
         except KerasCNNError as exc:
