@@ -195,6 +195,7 @@ class HaarDetector:
         self.find_eyes = find_eyes
         self.max_side = max_side
         self.pad = pad
+        self._lock = threading.Lock()  # OpenCV's cascades keep state between calls: one image at a time
 
     def __repr__(self) -> str:
         return "HaarDetector()"
@@ -202,11 +203,12 @@ class HaarDetector:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         image, factor = _downscale(as_rgb(image), self.max_side)
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        found = self._detect(grey, 0)
-        if not found and self.pad > 0:  # a face filling the whole image: try again with a border
-            found = self._detect(grey, int(self.pad * max(grey.shape)))
-        if not found and self.fallback:
-            found = self._fallback(grey)
+        with self._lock:
+            found = self._detect(grey, 0)
+            if not found and self.pad > 0:  # a face filling the whole image: try again with a border
+                found = self._detect(grey, int(self.pad * max(grey.shape)))
+            if not found and self.fallback:
+                found = self._fallback(grey)
         return [d.scaled(1.0 / factor) for d in found] if factor != 1.0 else found
 
     def _fallback(self, grey: np.ndarray) -> list[Detection]:

@@ -28,7 +28,6 @@ import contextlib
 import logging
 import math
 import os
-import time
 from importlib import resources
 from typing import Any, Callable
 
@@ -41,11 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kerascnn.errors import KerasCNNError
 from kerascnn.face.faces import Faces, compare
 from kerascnn.serve.batching import BatchingPipeline
 from kerascnn.serve.errors import ServiceError, answer
 from kerascnn.serve.keys import Authoriser
-from kerascnn.serve.metrics import Metrics
+from kerascnn.serve.metrics import Counting, Metrics
 from kerascnn.serve.uploads import BodyLimit, photos, read_form
 
 log = logging.getLogger("kerascnn.serve")
@@ -134,9 +134,8 @@ def create_app(gallery_location: str | os.PathLike, *, model: Any = None, detect
             log.error("internal error: %s", type(exc).__name__, exc_info=exc)
         return JSONResponse(body, status_code=status)
 
-    @app.exception_handler(Exception)
-    async def any_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(exc)
+    for kind in (Exception, ServiceError, KerasCNNError):  # Exception: 500, outside the other middleware
+        app.add_exception_handler(kind, lambda request, exc: error_response(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -148,13 +147,6 @@ def create_app(gallery_location: str | os.PathLike, *, model: Any = None, detect
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return error_response(ServiceError(422, "InvalidParameter", where))
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.observe(request.method, route, response.status_code, time.perf_counter() - start)
-        return response
 
     # -- people ----------------------------------------------------------------------------------------
     @app.post("/v1/people/{name}/faces", dependencies=[needs("enroll")], tags=["people"],
@@ -272,6 +264,7 @@ def create_app(gallery_location: str | os.PathLike, *, model: Any = None, detect
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"])
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(Counting, metrics=metrics)
     return app
 
 

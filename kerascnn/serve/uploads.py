@@ -17,10 +17,6 @@ from starlette.requests import Request
 from kerascnn.serve.errors import ServiceError
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: a cap on the bytes of every request body.
 
@@ -42,27 +38,17 @@ class BodyLimit:
             await _refuse(send, self._message(f"{int(length):,} bytes"))
             return
         seen = 0
-        started = False
 
         async def limited_receive():
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
+                if seen > self.max_bytes:  # answered 413 by the app's handler of ServiceError
+                    raise ServiceError(413, "RequestTooLarge", self._message("more bytes"))
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _refuse(send, self._message("more bytes"))
+        await self.app(scope, limited_receive, send)
 
     def _message(self, seen: str) -> str:
         return f"request body too large: at most {self.max_bytes:,} bytes, got {seen}"
