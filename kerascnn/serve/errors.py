@@ -47,7 +47,7 @@ STATUSES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-class ServiceError(Exception):
+class ServiceError(KerasCNNError):
     """An error of the service itself (authentication, limits, request format).
 
     Args:
