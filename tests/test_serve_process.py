@@ -3,16 +3,11 @@ enrollments, replicas on one PostgreSQL gallery, and the ``serve`` / ``keys`` co
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -20,13 +15,12 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from _face_helpers import tiny_embedder  # noqa: E402
+from _serve_helpers import Server  # noqa: E402
 from _gallery_stores import postgres_server  # noqa: E402,F401
 from kerascnn.face.gallery import Gallery  # noqa: E402
 from kerascnn.face.gallery.keys import create_key  # noqa: E402
 from kerascnn.face.model import save_calibration  # noqa: E402
 from kerascnn.serve.commands import main  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,46 +34,6 @@ def model(tmp_path_factory):
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``kerascnn serve`` in a child process on a free loopback port."""
-
-    def __init__(self, gallery, model, *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        self.log = open(Path(str(model)).parent / f"server_{self.port}.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kerascnn.serve.commands", "serve", "--gallery", str(gallery), "--port",
-             str(self.port), "--model", str(model), "--detector", "haar", *extra],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the server exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise AssertionError("the server did not answer /healthz within 120 s")
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(30)
-        self.log.close()
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-
 def _enroll(client: httpx.Client, url: str, name: str, photos: list[Path], key: str) -> int:
     files = [("photo", (p.name, p.read_bytes())) for p in photos]
     try:
@@ -89,6 +43,7 @@ def _enroll(client: httpx.Client, url: str, name: str, photos: list[Path], key: 
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_during_enrollments_loses_nothing_answered_and_retries_add_no_duplicate(tmp_path, model, orl_dir):
     gallery = tmp_path / "g.db"
     with Gallery(gallery) as g:
@@ -127,6 +82,7 @@ def test_sigkill_during_enrollments_loses_nothing_answered_and_retries_add_no_du
     assert counts == {name: 2 for name in people}  # no duplicate template: photos already enrolled are skipped
 
 
+@pytest.mark.slow
 def test_replicas_on_one_postgresql_gallery_see_each_others_enrollments(postgres_server, model, orl_dir):  # noqa: F811
     database = postgres_server.new_database()
     url = postgres_server.url(database)
