@@ -114,8 +114,8 @@ def test_answers_equal_the_librarys_and_removal_forgets_every_template(served, m
                              headers=headers).json()
     verified = client.post("/v1/verify", files={"photo": ("9.pgm", probe.read_bytes())}, data={"name": "s2"},
                            headers=headers).json()
-    compared = client.post("/v1/compare", files={"a": ("a.pgm", probe.read_bytes()), "b": ("b.pgm", other.read_bytes())},
-                           headers=headers).json()
+    pair = {"a": ("a.pgm", probe.read_bytes()), "b": ("b.pgm", other.read_bytes())}
+    compared = client.post("/v1/compare", files=pair, headers=headers).json()
     with Faces(Gallery(served["gallery"], read_only=True), model=str(model), detector="haar") as faces:
         expected = [faces.identify(probe, top_k=2).to_dict(), faces.verify("s2", probe).to_dict(),
                     compare(probe, other, pipeline=faces.pipeline).to_dict()]

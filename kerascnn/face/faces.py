@@ -188,8 +188,8 @@ class Faces:
             self.gallery.rename(old, new, allow_confusable=allow_confusable)
 
     # -- enrollment --------------------------------------------------------------------------------
-    def enroll(self, name: str, photos: Sequence[str | os.PathLike | bytes] | str | os.PathLike, *, strict: bool = True,
-               progress: bool = False, allow_confusable: bool = False) -> EnrollReport:
+    def enroll(self, name: str, photos: Sequence[str | os.PathLike | bytes] | str | os.PathLike, *,
+               strict: bool = True, progress: bool = False, allow_confusable: bool = False) -> EnrollReport:
         """Enroll photos of one person (one transaction); photos already enrolled are skipped.
 
         Args:
@@ -365,7 +365,8 @@ def _source(photo: str | bytes, index: int) -> str:
     return f"bytes[{index}]" if isinstance(photo, bytes) else photo
 
 
-def _first_faces(pipeline, paths: list[str | bytes], progress: bool, strict: bool) -> tuple[np.ndarray, list[str | None]]:
+def _first_faces(pipeline, paths: list[str | bytes], progress: bool,
+                 strict: bool) -> tuple[np.ndarray, list[str | None]]:
     """Per photo: the selected face's embedding row, and None or the error message of a photo without one."""
     if not paths:
         return np.zeros((0, 0), np.float32), []

@@ -310,7 +310,8 @@ def _integer(data: FormData, field: str, default: int, low: int, high: int) -> i
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise ServiceError(422, "InvalidParameter", f"{field} must be an integer from {low} to {high}, got {text!r:.50}")
+        raise ServiceError(422, "InvalidParameter",
+                           f"{field} must be an integer from {low} to {high}, got {text!r:.50}")
     return value
 
 

@@ -41,7 +41,8 @@ class Metrics:
         lines = ["# HELP kerascnn_requests_total HTTP requests answered.", "# TYPE kerascnn_requests_total counter"]
         with self._lock:
             for (method, route, status), n in sorted(self.requests.items()):
-                lines.append(f'kerascnn_requests_total{{method="{method}",route="{_label(route)}",status="{status}"}} {n}')
+                labels = f'method="{method}",route="{_label(route)}",status="{status}"'
+                lines.append(f"kerascnn_requests_total{{{labels}}} {n}")
             lines += ["# HELP kerascnn_request_seconds Request latency.", "# TYPE kerascnn_request_seconds histogram"]
             for route, buckets in sorted(self._buckets.items()):
                 label = _label(route)

@@ -165,7 +165,8 @@ $("verify-form").addEventListener("submit", async (event) => {
   out.replaceChildren();
   try {
     const data = await api("POST", "/v1/verify", form);
-    line(out, data.match ? `match: ${data.name}` : `no match: not ${data.name}`, "verdict " + (data.match ? "ok" : "stranger"));
+    const verdict = data.match ? `match: ${data.name}` : `no match: not ${data.name}`;
+    line(out, verdict, "verdict " + (data.match ? "ok" : "stranger"));
     line(out, `score ${score(data.score)}, threshold ${score(data.threshold)} (${data.metric})`, "muted");
   } catch (err) {
     line(out, err.message, "error");
