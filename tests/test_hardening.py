@@ -217,6 +217,26 @@ def test_bombs_of_any_format_are_refused_from_the_header_under_a_memory_limit(tm
     assert lines[2].startswith("ImageReadError") and "dimensions cannot be read" in lines[2], lines
 
 
+def test_image_bytes_in_memory_get_the_checks_and_messages_of_image_files(tmp_path, orl_dir):
+    """An upload is decoded from memory (the service never writes it to disk) with read_image's checks."""
+    from kerascnn.data.folders import read_image, read_image_bytes
+    from kerascnn.errors import ImageReadError, ImageTooLargeError
+
+    cases = {"bomb.tif": _tiff_header(30000, 30000), "bomb.jpg": _jpeg_with_comments(12000, 12000, 200_000),
+             "junk.png": b"not an image at all" * 10, "cut.jpg": _jpeg_with_comments(16, 16, 0)[:200]}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises((ImageReadError, ImageTooLargeError)) as from_file:
+            read_image(tmp_path / name)
+        with pytest.raises(type(from_file.value)) as from_bytes:
+            read_image_bytes(data, "upload.x")
+        assert str(from_bytes.value) == str(from_file.value).replace(str(tmp_path / name), "upload.x")
+    with pytest.raises(ImageReadError, match="cannot read image upload.x: it is empty"):
+        read_image_bytes(b"", "upload.x")
+    photo = orl_dir / "s1" / "1.pgm"
+    np.testing.assert_array_equal(read_image_bytes(photo.read_bytes()), read_image(photo))
+
+
 def test_jpeg_with_comments_under_the_cap_still_reads(tmp_path):
     from kerascnn.data.folders import read_image
 

@@ -16,6 +16,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from _face_helpers import tiny_embedder  # noqa: E402
+from _gallery_stores import location, new_location, postgres_server, store  # noqa: E402,F401
 from kerascnn.errors import ApiKeyError, UnknownApiKeyError  # noqa: E402
 from kerascnn.face.faces import Faces, compare  # noqa: E402
 from kerascnn.face.gallery import Gallery  # noqa: E402
@@ -255,12 +256,11 @@ def test_a_server_without_any_key_refuses_to_start(tmp_path, model):
         create_app(tmp_path / "g.db", model=model, detector="haar")
 
 
-def test_keys_are_stored_hashed_scoped_and_revocable(tmp_path):
-    path = tmp_path / "k.db"
-    with Gallery(path) as g:
+def test_keys_are_scoped_and_revocable_in_both_stores(location):
+    with Gallery(location) as g:
         assert list_keys(g) == [] and not has_keys(g) and check_key(g, "kcnn_whatever") is None
         token = create_key(g, "door", "enroll")
-        assert token.startswith("kcnn_") and len(token) > 40
+        assert token.startswith("kcnn_") and len(token) > 40 and has_keys(g)
         key = check_key(g, token)
         assert (key.name, key.scope) == ("door", "enroll")
         assert key.allows("read") and key.allows("enroll") and not key.allows("admin")
@@ -268,10 +268,18 @@ def test_keys_are_stored_hashed_scoped_and_revocable(tmp_path):
             create_key(g, "door", "read")
         with pytest.raises(ApiKeyError, match="unknown key scope 'root': expected one of read, enroll, admin"):
             create_key(g, "x", "root")
+        with pytest.raises(ApiKeyError, match="key name is empty"):
+            create_key(g, "", "read")
         with pytest.raises(UnknownApiKeyError, match="no key named 'nope'"):
             revoke_key(g, "nope")
         assert revoke_key(g, "door") is True and revoke_key(g, "door") is False
-        assert check_key(g, token) is None and list_keys(g)[0].revoked is not None
+        assert check_key(g, token) is None and list_keys(g)[0].revoked is not None and not has_keys(g)
+
+
+def test_only_a_keys_hash_is_stored(tmp_path):
+    path = tmp_path / "k.db"
+    with Gallery(path) as g:
+        token = create_key(g, "door", "read")
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("k.db*"))
     assert token.encode() not in stored and hashlib.sha256(token.encode()).hexdigest().encode() in stored
 

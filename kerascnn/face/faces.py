@@ -72,7 +72,7 @@ def compare(a: Photo, b: Photo, *, threshold: float | None = None, model: Any = 
     """Are the faces in two photos the same person? (1:1, no gallery)
 
     Args:
-        a: a photo: an image path or an RGB (or grey) ``uint8`` array.
+        a: a photo: an image path, an RGB (or grey) ``uint8`` array, or an image file's bytes.
         b: the other photo.
         threshold: decide at this threshold instead of the calibrated one.
         model: the face model (a shipped name such as ``"dlib"`` or ``"small"``, a ``.keras``
@@ -287,7 +287,7 @@ class Faces:
 
         Args:
             name: the claimed person.
-            photo: an image path or array (its largest face, or as ``select`` says).
+            photo: an image path, array or file's bytes (its largest face, or as ``select`` says).
             threshold: decide at this threshold instead of the calibrated one.
             reduce: ``"best"`` (closest template) or ``"mean"`` (the mean template).
 
@@ -318,7 +318,7 @@ class Faces:
         rate at which strangers are taken for someone), from the calibration in use.
 
         Args:
-            photo: an image path or array.
+            photo: an image path, array or file's bytes.
             top_k: how many candidates to report.
             fpir: the false positive identification rate to decide at (default the calibration's
                 default, :data:`kerascnn.face.decision.DEFAULT_FPIR`).

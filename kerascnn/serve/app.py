@@ -40,8 +40,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kerascnn.errors import KerasCNNError
+from kerascnn.errors import KerasCNNError, UnknownIdentityError
 from kerascnn.face.faces import Faces, compare
+from kerascnn.face.gallery.records import check_name
 from kerascnn.serve.batching import BatchingPipeline
 from kerascnn.serve.errors import ServiceError, answer
 from kerascnn.serve.keys import Authoriser
@@ -270,9 +271,6 @@ def create_app(gallery_location: str | os.PathLike, *, model: Any = None, detect
 
 def _person(faces: Faces, name: str):
     """The :class:`~kerascnn.face.gallery.IdentityInfo` of ``name``; UnknownIdentityError if not enrolled."""
-    from kerascnn.errors import UnknownIdentityError
-    from kerascnn.face.gallery.records import check_name
-
     wanted = check_name(name)
     for info in faces.identities():
         if info.name == wanted:
