@@ -221,7 +221,8 @@ def find_calibration(kind: str, identity: dict, detector: str, model_path: str |
     if CARD_KEYS[kind] not in values:
         return None
     where = card_path(model_path)
-    return CalibrationChoice(kind, check_calibration(values[CARD_KEYS[kind]], str(where), kind), "card", where)
+    checked = check_calibration(values[CARD_KEYS[kind]], str(where), kind)
+    return CalibrationChoice(kind, checked, "card", where, detector=checked.get("detector"))
 
 
 def store_calibration(kind: str, calibration: dict, identity: dict, detector: str, dataset: str, *,
