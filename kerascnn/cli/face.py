@@ -284,7 +284,7 @@ def _cmd_demo(args) -> int:
     one, many = report.verification, report.identification
     lines = [f"enrolled {len(report.enrolled)} ORL people x {args.enroll_images} images ({report.templates} templates) "
              f"into {args.gallery or 'a temporary gallery'}",
-             f"verify: 1:1 {one.metric} threshold {threshold_text(one.threshold)} (from {one.source.describe()})",
+             f"verify: 1:1 {one.metric} threshold {threshold_text(one.threshold)} ({one.description})",
              f"identify: {many.description}",
              "(thresholds come from calibration on development data, never from these photos)"]
     for r in report.rows:
