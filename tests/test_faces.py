@@ -128,6 +128,23 @@ def test_verify_and_identify_take_their_thresholds_and_say_where_from(tmp_path, 
             faces.verify("ann", folder / "ann" / "0.jpg")  # a model without card nor calibration
 
 
+def test_verify_and_identify_take_a_metric_and_keep_the_threshold_used(tmp_path, location):
+    folder = make_folder(tmp_path / "faces", {"ann": 2, "bob": 2})
+    pipeline = FakePipeline()
+    with Faces(location, pipeline=pipeline) as faces:
+        with pytest.raises(EmptyGalleryError, match=r"is empty: enroll someone before identifying$"):
+            faces.identify(folder / "ann" / "0.jpg", threshold=0.5)
+        assert pipeline.calls == []  # refused before the photo is read
+        faces.enroll_folder(folder, progress=False)
+        yes = faces.verify("ann", folder / "ann" / "0.jpg", threshold=0.01, metric="euclidean")
+        assert yes.match and yes.metric == "euclidean" and yes.score == pytest.approx(0.0, abs=1e-3)
+        assert yes.decision_threshold.source.describe() == "--threshold" and "decision_threshold" not in yes.to_dict()
+        assert not faces.verify("bob", folder / "ann" / "0.jpg", threshold=0.01, metric="euclidean").match
+        who = faces.identify(folder / "bob" / "1.jpg", threshold=0.01, metric="euclidean")
+        assert who.name == "bob" and who.metric == "euclidean"
+        assert who.decision_threshold.description == "1:N threshold: euclidean 0.0100 (--threshold)"
+
+
 def test_one_faces_object_serves_many_threads(tmp_path):
     folder = make_folder(tmp_path / "faces", {f"p{i}": 2 for i in range(8)})
     errors = []

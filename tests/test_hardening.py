@@ -578,7 +578,7 @@ def test_folder_enrollment_exits_2_only_when_nothing_was_enrolled(capsys, tmp_pa
 def test_several_faces_are_counted_and_the_used_box_reported(lfw_dir):
     from _face_helpers import tiny_embedder, two_faces
 
-    from kerascnn.cli import _faces_note
+    from kerascnn.cli.face import _faces_note
     from kerascnn.face.pipeline import FacePipeline
 
     image, _, _ = two_faces(lfw_dir)
