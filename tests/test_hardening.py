@@ -550,10 +550,12 @@ def _folder(tmp_path, people: dict) -> Path:
 def test_folder_enrollment_skips_bad_names_and_images(tmp_path):
     root = _folder(tmp_path, {"alice": [b"good-a1", b"good-a2"], "bad\u202ename": [b"good-x"],
                               "carol": [b"bad image"]})
-    with Gallery(tmp_path / "g.db") as g:
-        report = g.enroll_folder(root, _FakePipeline(), progress=False)
+    from kerascnn.face.faces import Faces
+
+    with Faces(tmp_path / "g.db", pipeline=_FakePipeline()) as faces:
+        report = faces.enroll_folder(root, progress=False)
         assert report.enrolled == {"alice": 2}
-        assert [i.name for i in g.identities()] == ["alice"]
+        assert faces.people() == ["alice"]
     failures = dict(report.failures)
     assert "U+202E" in failures[str(root / "bad\u202ename")]
     assert "no face found" in failures[str(root / "carol" / "0.jpg")]
