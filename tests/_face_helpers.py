@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
+
+from kerascnn.errors import GalleryInputError
 
 # LFW deep-funneled images with known outcomes (checked once by eye and with both detectors):
 # one face each, Haar finds both eyes in EYES and no eye pair in BOX; SEVERAL has other faces.
@@ -80,3 +83,51 @@ def two_faces(lfw_dir: Path) -> tuple[np.ndarray, tuple[float, float], tuple[flo
     canvas[20:240, 10:230] = face_crop(lfw_dir, EYES[0], 220)
     canvas[60:200, 310:450] = face_crop(lfw_dir, EYES[1], 140)
     return canvas, (120.0, 130.0), (380.0, 130.0)
+
+
+FAKE_DIM = 8
+
+
+class FakePipeline:
+    """A face pipeline without TensorFlow: an image file's embedding is a random vector seeded by
+    its bytes; files whose bytes start with b"bad" have "no face"."""
+
+    def __init__(self, dim=FAKE_DIM, name="fake"):
+        self.model = SimpleNamespace(
+            name=name, weights=[np.arange(3, dtype=np.float32)],
+            inputs=[SimpleNamespace(shape=(None, 16, 16, 3))], outputs=[SimpleNamespace(shape=(None, dim))],
+        )
+        self.detector, self.model_spec, self.has_card = "fake detector", None, False
+        self.dim = dim
+        self.calls = []
+
+    def embedding_of(self, path):
+        seed = int.from_bytes(hashlib.sha256(Path(path).read_bytes()).digest()[:4], "little")
+        return np.random.default_rng(seed).normal(size=self.dim).astype(np.float32)
+
+    def embed_images(self, paths, progress=True, strict=False):
+        self.calls.append([str(p) for p in paths])
+        results, rows = [], []
+        for i, p in enumerate(paths):
+            if Path(p).read_bytes().startswith(b"bad"):
+                if strict:
+                    raise GalleryInputError(f"no face in {p}")  # any KerasCNNError
+                results.append(SimpleNamespace(index=i, ok=False, error=f"no face found in {p}"))
+                rows.append(np.full(self.dim, np.nan, np.float32))
+            else:
+                results.append(SimpleNamespace(index=i, ok=True, error=None, to_dict=lambda p=p: {"source": str(p)}))
+                rows.append(self.embedding_of(p))
+        return SimpleNamespace(embeddings=np.stack(rows), results=results)
+
+    def embed_one(self, path):
+        batch = self.embed_images([path], strict=True)
+        return batch.embeddings[0] / np.linalg.norm(batch.embeddings[0]), batch.results[0]
+
+
+def make_folder(root: Path, people: dict[str, int], bad: tuple[str, ...] = ()) -> Path:
+    for name, n in people.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            content = b"bad" if f"{name}/{i}" in bad else f"{name} image {i}".encode()
+            (root / name / f"{i}.jpg").write_bytes(content)
+    return root

@@ -214,7 +214,7 @@ def test_face_commands_print_no_framework_log_lines_unless_verbose(setup, orl_di
 
 
 def test_parked_stderr_is_swallowed_and_replayed_when_the_import_fails(capfd):
-    from kerascnn.cli import _stderr_parked
+    from kerascnn.cli.quiet import _stderr_parked
 
     with _stderr_parked():
         os.write(2, b"framework noise\n")

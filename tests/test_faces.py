@@ -22,55 +22,11 @@ from kerascnn.errors import (
 from kerascnn.face.faces import Faces
 from kerascnn.face.gallery import Gallery
 
+from _face_helpers import FakePipeline, make_folder
 from _gallery_stores import location, new_location, postgres_server, raw_query, store  # noqa: F401 (fixtures)
 
 DIM = 8
 CYRILLIC_ALICE = "\u0430lice"  # "аlice", its first letter a Cyrillic а
-
-
-class FakePipeline:
-    """A face pipeline without TensorFlow: an image file's embedding is a random vector seeded by
-    its bytes; files whose bytes start with b"bad" have "no face"."""
-
-    def __init__(self, dim=DIM, name="fake"):
-        self.model = SimpleNamespace(
-            name=name, weights=[np.arange(3, dtype=np.float32)],
-            inputs=[SimpleNamespace(shape=(None, 16, 16, 3))], outputs=[SimpleNamespace(shape=(None, dim))],
-        )
-        self.detector, self.model_spec, self.has_card = "fake detector", None, False
-        self.dim = dim
-        self.calls = []
-
-    def embedding_of(self, path):
-        seed = int.from_bytes(hashlib.sha256(Path(path).read_bytes()).digest()[:4], "little")
-        return np.random.default_rng(seed).normal(size=self.dim).astype(np.float32)
-
-    def embed_images(self, paths, progress=True, strict=False):
-        self.calls.append([str(p) for p in paths])
-        results, rows = [], []
-        for i, p in enumerate(paths):
-            if Path(p).read_bytes().startswith(b"bad"):
-                if strict:
-                    raise GalleryInputError(f"no face in {p}")  # any KerasCNNError
-                results.append(SimpleNamespace(index=i, ok=False, error=f"no face found in {p}"))
-                rows.append(np.full(self.dim, np.nan, np.float32))
-            else:
-                results.append(SimpleNamespace(index=i, ok=True, error=None, to_dict=lambda p=p: {"source": str(p)}))
-                rows.append(self.embedding_of(p))
-        return SimpleNamespace(embeddings=np.stack(rows), results=results)
-
-    def embed_one(self, path):
-        batch = self.embed_images([path], strict=True)
-        return batch.embeddings[0] / np.linalg.norm(batch.embeddings[0]), batch.results[0]
-
-
-def make_folder(root: Path, people: dict[str, int], bad: tuple[str, ...] = ()) -> Path:
-    for name, n in people.items():
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            content = b"bad" if f"{name}/{i}" in bad else f"{name} image {i}".encode()
-            (root / name / f"{i}.jpg").write_bytes(content)
-    return root
 
 
 # --- enrollment ----------------------------------------------------------------------------------
@@ -170,6 +126,23 @@ def test_verify_and_identify_take_their_thresholds_and_say_where_from(tmp_path, 
         assert faces.identify(stranger, threshold=0.99).name is None
         with pytest.raises(FaceModelError, match="no 1:1 calibration of this model for detector"):
             faces.verify("ann", folder / "ann" / "0.jpg")  # a model without card nor calibration
+
+
+def test_verify_and_identify_take_a_metric_and_keep_the_threshold_used(tmp_path, location):
+    folder = make_folder(tmp_path / "faces", {"ann": 2, "bob": 2})
+    pipeline = FakePipeline()
+    with Faces(location, pipeline=pipeline) as faces:
+        with pytest.raises(EmptyGalleryError, match=r"is empty: enroll someone before identifying$"):
+            faces.identify(folder / "ann" / "0.jpg", threshold=0.5)
+        assert pipeline.calls == []  # refused before the photo is read
+        faces.enroll_folder(folder, progress=False)
+        yes = faces.verify("ann", folder / "ann" / "0.jpg", threshold=0.01, metric="euclidean")
+        assert yes.match and yes.metric == "euclidean" and yes.score == pytest.approx(0.0, abs=1e-3)
+        assert yes.decision_threshold.source.describe() == "--threshold" and "decision_threshold" not in yes.to_dict()
+        assert not faces.verify("bob", folder / "ann" / "0.jpg", threshold=0.01, metric="euclidean").match
+        who = faces.identify(folder / "bob" / "1.jpg", threshold=0.01, metric="euclidean")
+        assert who.name == "bob" and who.metric == "euclidean"
+        assert who.decision_threshold.description == "1:N threshold: euclidean 0.0100 (--threshold)"
 
 
 def test_one_faces_object_serves_many_threads(tmp_path):

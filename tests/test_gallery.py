@@ -675,6 +675,29 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
     assert (names_c[:40, 0] == np.array([f"id{o}" for o in owners[picked]], dtype=object)).all()
 
 
+@pytest.mark.parametrize("per_identity", [1, 3])
+def test_batch_search_of_a_wide_index_equals_the_slow_reference(per_identity):
+    """A batch against 24,000 templates: the blocked top-k (block maxima, then the few blocks that
+    can hold the answer) and the first-k-owners step give the obvious reference's answer."""
+    from kerascnn.face.gallery.index import SearchIndex
+
+    rng = np.random.default_rng(10 + per_identity)
+    n, d = 24_000, 16
+    templates = unit(rng, n, d)
+    owners = np.arange(n) // per_identity
+    index = SearchIndex(d, compact=False)
+    index.replace(1, [], owners, {int(o): f"id{o}" for o in owners}, templates)
+    picked = rng.integers(0, n, 30)
+    probes = np.concatenate([templates[picked] + 0.3 * unit(rng, 30, d), unit(rng, 10, d)])
+    probes = (probes / np.linalg.norm(probes, axis=1, keepdims=True)).astype(np.float32)
+    people = {f"id{o}": templates[o * per_identity:(o + 1) * per_identity] for o in range(owners.max() + 1)}
+    for k in (1, 4):
+        names, scores = index.search_exact(probes, k)
+        ref_names, ref_scores = reference_search(people, probes[::4], k)  # slow and obvious: a subset
+        assert names[::4].tolist() == ref_names
+        np.testing.assert_allclose(scores[::4], ref_scores, atol=1e-5)
+
+
 def test_compact_scan_widens_when_the_top_is_crowded(monkeypatch):
     """1,500 near-copies of one template: the scan's first 1,024 approximate scores cannot settle
     the top 15, so it asks for more, and the answer is still the float32 one."""

@@ -15,7 +15,8 @@ from kerascnn.errors import GalleryError, GalleryInputError
 from kerascnn.face.gallery import Gallery
 
 from _gallery_stores import PASSWORD, USER, postgres_server  # noqa: F401 (fixture)
-from test_gallery import IDENTITY, FakePipeline
+from _face_helpers import FakePipeline
+from test_gallery import IDENTITY
 
 WRONG = "Wr0ng-pw%40x"  # a wrong password, percent-encoded in URLs (its text must not show either)
 BAD_SECRET = "S3/cr@t"  # a password with an unencoded / and @: a malformed URL
@@ -148,6 +149,7 @@ class CliPipeline(FakePipeline):
 
     def __init__(self, **kwargs) -> None:
         super().__init__()
+        self.has_card = True  # built from the default model's name, as the CLI builds it: the card's calibration
 
     def embed_one(self, image):
         batch = self.embed_images([image], progress=False, strict=True)

@@ -570,10 +570,12 @@ def _folder(tmp_path, people: dict) -> Path:
 def test_folder_enrollment_skips_bad_names_and_images(tmp_path):
     root = _folder(tmp_path, {"alice": [b"good-a1", b"good-a2"], "bad\u202ename": [b"good-x"],
                               "carol": [b"bad image"]})
-    with Gallery(tmp_path / "g.db") as g:
-        report = g.enroll_folder(root, _FakePipeline(), progress=False)
+    from kerascnn.face.faces import Faces
+
+    with Faces(tmp_path / "g.db", pipeline=_FakePipeline()) as faces:
+        report = faces.enroll_folder(root, progress=False)
         assert report.enrolled == {"alice": 2}
-        assert [i.name for i in g.identities()] == ["alice"]
+        assert faces.people() == ["alice"]
     failures = dict(report.failures)
     assert "U+202E" in failures[str(root / "bad\u202ename")]
     assert "no face found" in failures[str(root / "carol" / "0.jpg")]
@@ -598,7 +600,7 @@ def test_folder_enrollment_exits_2_only_when_nothing_was_enrolled(capsys, tmp_pa
 def test_several_faces_are_counted_and_the_used_box_reported(lfw_dir):
     from _face_helpers import tiny_embedder, two_faces
 
-    from kerascnn.cli import _faces_note
+    from kerascnn.cli.face import _faces_note
     from kerascnn.face.pipeline import FacePipeline
 
     image, _, _ = two_faces(lfw_dir)

@@ -109,3 +109,11 @@ def test_importing_kerascnn_leaves_tensorflow_logging_alone():
     code = "import os, kerascnn, kerascnn.face; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     assert out.stdout.strip() == "None"
+
+
+def test_the_command_line_is_a_package_of_short_modules():
+    """cli/ holds one module per group of commands, parsing and printing only: none grows long."""
+    assert not (PACKAGE / "cli.py").exists()
+    lengths = {path.name: len(path.read_text().splitlines()) for path in sorted((PACKAGE / "cli").glob("*.py"))}
+    assert {"__init__.py", "app.py", "face.py", "gallery.py"} <= set(lengths)
+    assert {name: n for name, n in lengths.items() if n > 400} == {}

@@ -17,6 +17,10 @@ Names load on first use (``kerascnn.face.FacePipeline`` imports TensorFlow only 
 - :mod:`kerascnn.face.pipeline`: ``FacePipeline`` (images -> ``FaceBatch`` of embeddings)
 - :mod:`kerascnn.face.decision`: ``verify`` (1:1), ``identify`` (1:N), ``calibrate``,
   ``calibrate_open_set`` and ``open_set_threshold`` (1:N operating points)
+
+Modules without lazy exports: :mod:`kerascnn.face.calibrations` (which threshold a decision uses),
+:mod:`kerascnn.face.evaluate` (the pipeline measured and calibrated on pairs files and identity
+folders) and :mod:`kerascnn.face.demo` (the ORL enroll-and-decide demo).
 """
 
 from __future__ import annotations

@@ -221,7 +221,8 @@ def find_calibration(kind: str, identity: dict, detector: str, model_path: str |
     if CARD_KEYS[kind] not in values:
         return None
     where = card_path(model_path)
-    return CalibrationChoice(kind, check_calibration(values[CARD_KEYS[kind]], str(where), kind), "card", where)
+    checked = check_calibration(values[CARD_KEYS[kind]], str(where), kind)
+    return CalibrationChoice(kind, checked, "card", where, detector=checked.get("detector"))
 
 
 def store_calibration(kind: str, calibration: dict, identity: dict, detector: str, dataset: str, *,
@@ -317,7 +318,7 @@ def _searched(file) -> str:
     return f"none in {file}" if file else "none in the user's calibrations nor in the model card"
 
 
-def _threshold_text(value: float) -> str:
+def threshold_text(value: float) -> str:
     """A threshold as printed: 4 decimals, or 4 significant digits for a huge one (not 300 digits)."""
     return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
 
@@ -390,7 +391,7 @@ def identification_threshold(pipeline, gallery_size: int, fpir: float | None = N
     if threshold is not None:
         given = verification_threshold(pipeline, threshold, metric)
         return DecisionThreshold(given.threshold, given.metric, given.source,
-                                 f"1:N threshold: {given.metric} {_threshold_text(given.threshold)} (--threshold)",
+                                 f"1:N threshold: {given.metric} {threshold_text(given.threshold)} (--threshold)",
                                  {"threshold": given.threshold, "metric": given.metric, "how": "--threshold"})
     chosen = _pipeline_calibration(pipeline, "open-set", calibration_file)
     if chosen is None:
@@ -401,7 +402,7 @@ def identification_threshold(pipeline, gallery_size: int, fpir: float | None = N
         how = (f"no 1:N calibration ({_searched(calibration_file)}): using the 1:1 threshold, whose false positives "
                "grow with the gallery's size (run 'kerascnn calibrate --open-set')")
         return DecisionThreshold(one.threshold, one.metric, one.source,
-                                 f"1:N threshold: {one.metric} {_threshold_text(one.threshold)} ({how})",
+                                 f"1:N threshold: {one.metric} {threshold_text(one.threshold)} ({how})",
                                  {"threshold": one.threshold, "metric": one.metric, "how": how})
     point = open_set_threshold(chosen.values, gallery_size, DEFAULT_FPIR if fpir is None else fpir)
     if metric and metric != point.metric:

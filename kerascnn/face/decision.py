@@ -85,6 +85,8 @@ class Verification:
         templates: how many templates ``name`` has.
         threshold_source: where the threshold came from (the high-level API and the CLI fill it).
         face: the probe's face (a :class:`~kerascnn.face.pipeline.FaceResult`), when a photo was given.
+        decision_threshold: the :class:`~kerascnn.face.calibrations.DecisionThreshold` used, with
+            its description in words, when the high-level API chose it (not in :meth:`to_dict`).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Verification:
     templates: int
     threshold_source: dict | None = None
     face: Any = None
+    decision_threshold: Any = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the CLI's ``--json``)."""
@@ -161,6 +164,8 @@ class Identification:
         threshold_source: where the threshold came from (the high-level API and the CLI fill it).
         face: the probe's face (a :class:`~kerascnn.face.pipeline.FaceResult`), when a photo was given.
         operating_point: the 1:N operating point the threshold was chosen at (gallery size, FPIR).
+        decision_threshold: the :class:`~kerascnn.face.calibrations.DecisionThreshold` used, with
+            its description in words, when the high-level API chose it (not in :meth:`to_dict`).
     """
 
     recognized: bool
@@ -172,6 +177,7 @@ class Identification:
     threshold_source: dict | None = None
     face: Any = None
     operating_point: dict | None = None
+    decision_threshold: Any = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the CLI's ``--json``)."""

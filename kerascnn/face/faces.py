@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kerascnn.errors import GalleryInputError, ImageReadError, UnknownIdentityError
+from kerascnn.errors import EmptyGalleryError, GalleryInputError, ImageReadError, UnknownIdentityError
 from kerascnn.face.decision import Comparison, Identification, Verification, identify, is_match, pair_scores, verify
 from kerascnn.face.gallery import EnrollReport, Gallery, IdentityInfo, open_gallery, pipeline_identity, sha256_file
 from kerascnn.progress import progress_counter
@@ -281,7 +281,7 @@ class Faces:
         return report
 
     # -- decisions ---------------------------------------------------------------------------------
-    def verify(self, name: str, photo: Photo, *, threshold: float | None = None,
+    def verify(self, name: str, photo: Photo, *, threshold: float | None = None, metric: str | None = None,
                reduce: str = "best") -> Verification:
         """Is the face in ``photo`` the enrolled ``name``? (1:1)
 
@@ -289,29 +289,33 @@ class Faces:
             name: the claimed person.
             photo: an image path, array or file's bytes (its largest face, or as ``select`` says).
             threshold: decide at this threshold instead of the calibrated one.
+            metric: the metric of ``threshold`` (default ``"cosine"``); without ``threshold`` it
+                must be the calibration's.
             reduce: ``"best"`` (closest template) or ``"mean"`` (the mean template).
 
         Returns:
-            A :class:`~kerascnn.face.decision.Verification` with its ``threshold_source`` and ``face``.
+            A :class:`~kerascnn.face.decision.Verification` with its ``threshold_source``,
+            ``decision_threshold`` and ``face``.
 
         Raises:
             UnknownIdentityError: ``name`` is not enrolled.
             NoFaceError, ImageReadError: no usable face in ``photo``.
+            FaceModelError: no calibration and no ``threshold``, or a ``metric`` the calibration's differs from.
         """
         from kerascnn.face.calibrations import verification_threshold
 
-        decision = verification_threshold(self.pipeline, threshold, None, self.calibration_file)
+        decision = verification_threshold(self.pipeline, threshold, metric, self.calibration_file)
         with self._lock:
             if name not in self.gallery:
                 raise UnknownIdentityError(f"{name!r} is not enrolled in gallery {self.gallery.location}")
         probe, face = self.pipeline.embed_one(photo)
         with self._lock:
             result = verify(self.gallery, name, probe, decision.threshold, decision.metric, reduce=reduce)
-        result.threshold_source, result.face = decision.source.to_dict(), face
+        result.threshold_source, result.face, result.decision_threshold = decision.source.to_dict(), face, decision
         return result
 
-    def identify(self, photo: Photo, *, top_k: int = 5, fpir: float | None = None,
-                 threshold: float | None = None) -> Identification:
+    def identify(self, photo: Photo, *, top_k: int = 5, fpir: float | None = None, threshold: float | None = None,
+                 metric: str | None = None) -> Identification:
         """Who, among the enrolled, is the face in ``photo``, if anyone? (1:N, open set)
 
         The threshold is the open-set operating point for the gallery's size at ``fpir`` (the
@@ -323,24 +327,30 @@ class Faces:
             fpir: the false positive identification rate to decide at (default the calibration's
                 default, :data:`kerascnn.face.decision.DEFAULT_FPIR`).
             threshold: decide at this threshold instead.
+            metric: the metric of ``threshold`` (default ``"cosine"``); without ``threshold`` it
+                must be the calibration's.
 
         Returns:
             An :class:`~kerascnn.face.decision.Identification`: ``name`` (None for a stranger),
-            ``score``, ``candidates``, ``operating_point``, ``threshold_source`` and ``face``.
+            ``score``, ``candidates``, ``operating_point``, ``threshold_source``,
+            ``decision_threshold`` and ``face``.
 
         Raises:
-            EmptyGalleryError: nobody is enrolled.
+            EmptyGalleryError: nobody is enrolled (said before ``photo`` is read).
             NoFaceError, ImageReadError: no usable face in ``photo``.
+            FaceModelError: no calibration and no ``threshold``, or a ``metric`` the calibration's differs from.
         """
         from kerascnn.face.calibrations import identification_threshold
 
         with self._lock:
             size = self.gallery.identity_count()
-        decision = identification_threshold(self.pipeline, size, fpir, threshold, None, self.calibration_file)
+        if size == 0:
+            raise EmptyGalleryError(f"gallery {self.gallery.location} is empty: enroll someone before identifying")
+        decision = identification_threshold(self.pipeline, size, fpir, threshold, metric, self.calibration_file)
         probe, face = self.pipeline.embed_one(photo)
         with self._lock:
             result = identify(self.gallery, probe, decision.threshold, decision.metric, top_k=top_k)
-        result.threshold_source, result.face = decision.source.to_dict(), face
+        result.threshold_source, result.face, result.decision_threshold = decision.source.to_dict(), face, decision
         result.operating_point = decision.operating_point
         return result
 

@@ -38,6 +38,7 @@ import keras
 from kerascnn.blocks import conv_bn_act, residual_block
 from kerascnn.errors import FaceModelError, UnknownFaceModelError, WeightsIntegrityError
 from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
+from kerascnn.face.decision import METRICS
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # the face models shipped with kerascnn, by name
@@ -47,7 +48,6 @@ FACE_MODELS = {
 }
 DEFAULT_FACE_MODEL = "dlib"
 DEFAULT_MODEL = FACE_MODELS[DEFAULT_FACE_MODEL]
-METRICS = ("cosine", "euclidean")
 
 
 def resolve_face_model(spec: str | os.PathLike | None = None) -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 
 from kerascnn.errors import GalleryError
 
-_SEARCH_CHUNK = 1 << 25  # at most this many query x template scores in memory at once
+_SEARCH_CHUNK = 1 << 27  # at most this many query x template scores (512 MB of float32) in memory at once
 COMPACT_MAX_QUERIES = 8  # query chunks up to this size scan the 8-bit codes; larger ones the float32 matrix
 COMPACT_MIN_TEMPLATES = 1 << 15  # below this the float32 product is faster (10^4: 0.15 ms vs 0.4 ms)
 _MARGIN = 1e-4  # float32 rounding of the approximate and exact scores, far above its worst case
@@ -197,7 +197,7 @@ class SearchIndex:
     def _top_float32(self, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``want`` best templates of each query and their scores, from the float32 product."""
         scores = queries @ self.matrix.T
-        idx = _top_k(scores, want)
+        idx = _top_k_blocked(scores, want)
         return idx, np.take_along_axis(scores, idx, axis=1)
 
     def _top_compact(self, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,15 +237,24 @@ class SearchIndex:
         """Per row of template indices sorted best first (``-1``: none), the first ``k`` owners."""
         if self.most_templates == 1 and (templates[:, :k] >= 0).all():  # one template each
             return self.names[self.owner[templates[:, :k]]], scores[:, :k].astype(np.float32)
-        names = np.empty((len(templates), k), dtype=object)
-        best = np.full((len(templates), k), -np.inf, dtype=np.float32)
-        for q in range(len(templates)):
-            valid = templates[q] >= 0
-            owners = self.owner[templates[q][valid]]
-            _, first = np.unique(owners, return_index=True)
-            first = np.sort(first)[:k]
-            names[q, :len(first)] = self.names[owners[first]]
-            best[q, :len(first)] = scores[q][valid][first]
+        rows, width = templates.shape
+        owners = np.where(templates >= 0, self.owner[np.maximum(templates, 0)], -1)
+        # first occurrence of each owner in its row: sort each row by owner (stably, so the best
+        # of an owner's templates comes first) and keep the heads of the runs
+        order = np.argsort(owners, axis=1, kind="stable")
+        ranked = np.take_along_axis(owners, order, axis=1)
+        head = np.ones_like(ranked, dtype=bool)
+        head[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
+        first = np.zeros_like(head)
+        np.put_along_axis(first, order, head & (ranked >= 0), axis=1)
+        # the first k of them, in rank order
+        keep = first & (np.cumsum(first, axis=1) <= k)
+        count = keep.sum(axis=1)
+        cols = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the kept columns, left to right
+        filled = np.arange(k)[None, :] < count[:, None]
+        picked = np.take_along_axis(owners, cols, axis=1)
+        names = np.where(filled, self.names[np.where(filled, picked, 0)], None).astype(object)
+        best = np.where(filled, np.take_along_axis(scores, cols, axis=1), -np.inf).astype(np.float32)
         return names, best
 
     def _faiss_index(self, nprobe: int):
@@ -303,6 +312,31 @@ def _encode(codes: Any, matrix: np.ndarray, room: int = 0) -> np.ndarray:
         codes.codes.resize(room * codes.sa_code_size())
         codes.codes.resize(used)
     return np.linalg.norm(error, axis=1).astype(np.float32)
+
+
+def _top_k_blocked(scores: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """:func:`_top_k` of a wide score matrix, reading it once instead of partitioning every row.
+
+    The maxima of blocks of ``block`` columns bound the answer: the ``k``-th largest block
+    maximum ``L`` of a row is at most its ``k``-th largest score (``k`` blocks each hold a score of
+    at least ``L``), so its top ``k`` lies in the blocks whose maximum reaches ``L``; only those
+    few blocks are gathered and ranked.
+    """
+    rows, n = scores.shape
+    blocks = n // block
+    if blocks < 4 * k or rows == 0:
+        return _top_k(scores, k)
+    maxima = scores[:, : blocks * block].reshape(rows, blocks, block).max(axis=2)
+    if blocks * block < n:
+        maxima = np.concatenate([maxima, scores[:, blocks * block:].max(axis=1, keepdims=True)], axis=1)
+    bar = -np.partition(-maxima, k - 1, axis=1)[:, k - 1]  # the k-th largest block maximum of each row
+    out = np.empty((rows, k), np.int64)
+    for r in range(rows):  # a few blocks per row: cheap beside the product itself
+        chosen = np.flatnonzero(maxima[r] >= bar[r])
+        cols = (chosen[:, None] * block + np.arange(block)[None, :]).ravel()
+        cols = cols[cols < n]
+        out[r] = cols[_top_k(scores[r, cols][None], k)[0]]
+    return out
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
