@@ -88,7 +88,7 @@ def start_server(gallery: Path, args) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "kerascnn.serve.commands", "serve", "--gallery", str(gallery), "--port",
+    command = [sys.executable, "-m", "kerascnn", "serve", "--gallery", str(gallery), "--port",
                str(port), "--insecure-no-auth", "--batch-wait-ms", str(args.batch_wait_ms)]
     command += ["--model", args.model] if args.model else []
     command += ["--detector", args.detector] if args.detector else []

@@ -30,7 +30,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.log = open(Path(str(model)).parent / f"server_{self.port}.log", "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kerascnn.serve.commands", "serve", "--gallery", str(gallery), "--port",
+            [sys.executable, "-m", "kerascnn", "serve", "--gallery", str(gallery), "--port",
              str(self.port), "--model", str(model), "--detector", "haar", *extra],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120

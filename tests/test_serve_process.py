@@ -20,7 +20,7 @@ from _gallery_stores import postgres_server  # noqa: E402,F401
 from kerascnn.face.gallery import Gallery  # noqa: E402
 from kerascnn.face.gallery.keys import create_key  # noqa: E402
 from kerascnn.face.model import save_calibration  # noqa: E402
-from kerascnn.serve.commands import main  # noqa: E402
+from kerascnn.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ traceback; with ``--json`` the error is one JSON object ``{"error": ..., "type":
 - :mod:`kerascnn.cli.facetrain`: ``train-face``, ``finetune-face``, ``convert-dlib``
 - :mod:`kerascnn.cli.gallery`: ``enroll``, ``list``, ``remove``, ``rename``, ``export``, ``import``
 - :mod:`kerascnn.cli.face`: ``verify``, ``identify``, ``calibrate``, ``evaluate``, ``demo``
+- :mod:`kerascnn.cli.serve`: ``serve``, ``keys`` (the face service, :mod:`kerascnn.serve`)
 - :mod:`kerascnn.cli.common`: argument types and options shared by the groups
 - :mod:`kerascnn.cli.quiet`: TensorFlow's start-up log lines swallowed (unless ``--verbose``)
 

@@ -10,6 +10,7 @@ from kerascnn.cli.face import add_commands as add_face_commands
 from kerascnn.cli.facetrain import add_commands as add_face_model_commands
 from kerascnn.cli.gallery import add_commands as add_gallery_commands
 from kerascnn.cli.models import add_commands as add_model_commands
+from kerascnn.cli.serve import add_commands as add_serve_commands
 from kerascnn.cli.common import EXIT_ERROR, EXIT_OK
 from kerascnn.cli.quiet import quiet_framework
 
@@ -21,6 +22,8 @@ EPILOG = """examples:
   kerascnn verify --gallery faces.db alice probe.jpg
   kerascnn identify --gallery faces.db probe.jpg
   kerascnn identify --gallery postgresql://kiosk@db.example.org/faces probe.jpg
+  kerascnn keys create --gallery faces.db --scope admin me
+  kerascnn serve --gallery faces.db --port 8000
 """
 
 
@@ -36,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's and CUDA's log messages and the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add_commands in (add_model_commands, add_face_model_commands, add_gallery_commands, add_face_commands):
+    for add_commands in (add_model_commands, add_face_model_commands, add_gallery_commands, add_face_commands,
+                         add_serve_commands):
         add_commands(sub)
     for command in sub.choices.values():  # also after the command; SUPPRESS keeps a --verbose given before it
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,

@@ -1,6 +1,7 @@
 """The face service: a REST API (FastAPI on uvicorn) over :class:`kerascnn.face.faces.Faces`.
 
-``kerascnn serve --gallery faces.db`` runs it; :func:`~kerascnn.serve.app.create_app` builds it.
+``kerascnn serve --gallery faces.db`` runs it (:mod:`kerascnn.cli.serve`);
+:func:`~kerascnn.serve.app.create_app` builds it.
 Needs the ``serve`` extra (``pip install 'kerascnn[serve]'``); nothing else in kerascnn imports
 this package.
 

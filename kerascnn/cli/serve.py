@@ -1,7 +1,6 @@
-"""The service's commands: ``kerascnn serve`` and ``kerascnn keys create|list|revoke`` (parsing and printing).
+"""``kerascnn serve`` and ``kerascnn keys create|list|revoke``: the face service and its API keys.
 
-:func:`add_commands` adds them to the CLI's subparsers; ``python -m kerascnn.serve.commands``
-runs them alone. Handlers import FastAPI and uvicorn only for ``serve``: the ``keys`` commands
+``serve`` imports FastAPI and uvicorn (the ``serve`` extra) when it runs; the ``keys`` commands
 need nothing but the gallery.
 """
 
@@ -9,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import sys
-from typing import Sequence
+
+from kerascnn.cli.common import EXIT_OK, GALLERY_HELP, add_detector_option, positive_int, print_result
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -22,11 +21,11 @@ def add_commands(sub) -> None:
                        description="Serve a gallery over HTTP: enroll, verify, compare, identify, list and remove "
                                    "people (FastAPI on uvicorn; OpenAPI docs at /docs, the web page at /). Every "
                                    "request needs an API key (kerascnn keys create) unless --insecure-no-auth.")
-    p.add_argument("--gallery", required=True, metavar="G", help="gallery: a SQLite file or a postgresql:// URL")
+    p.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=positive_int, default=8000, help="port (default 8000)")
     p.add_argument("--model", metavar="M", help="face model: a shipped name or a .keras path (default the shipped one)")
-    p.add_argument("--detector", metavar="D", help="face detector: yunet (default), haar, or a YuNet .onnx path")
+    add_detector_option(p)
     p.add_argument("--calibration-file", metavar="FILE", help="take thresholds from this calibration file")
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve without API keys (anyone who can connect may do everything): loopback only")
@@ -34,7 +33,7 @@ def add_commands(sub) -> None:
                    help="a web origin allowed to call the API from a browser (repeat; default none)")
     p.add_argument("--max-request-mb", type=float, default=20.0, metavar="MB",
                    help="largest request body in MB (default 20)")
-    p.add_argument("--max-images", type=int, default=10, metavar="N", help="most photos in one request (default 10)")
+    p.add_argument("--max-images", type=positive_int, default=10, metavar="N", help="most photos in one request (default 10)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS",
                    help="how long to wait for concurrent requests' faces to embed them together (default 5)")
     p.set_defaults(func=_cmd_serve)
@@ -44,7 +43,7 @@ def add_commands(sub) -> None:
                                       "compare, identify, list), enroll (also enroll), admin (also remove people "
                                       "and manage keys). Only a key's hash is stored.")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--gallery", required=True, metavar="G", help="gallery: a SQLite file or a postgresql:// URL")
+    common.add_argument("--gallery", required=True, metavar="G", help=GALLERY_HELP)
     common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = actions.add_parser("create", parents=[common], help="make a key and print it (once: only its hash is kept)")
@@ -83,7 +82,7 @@ def _cmd_serve(args) -> int:
                      max_images=args.max_images, batch_wait_ms=args.batch_wait_ms,
                      calibration_file=args.calibration_file)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_keys_create(args) -> int:
@@ -92,13 +91,11 @@ def _cmd_keys_create(args) -> int:
 
     with Gallery(args.gallery) as gallery:
         token = create_key(gallery, args.name, args.scope)
-    if args.json:
-        print(json.dumps({"name": args.name, "scope": args.scope, "key": token}))
-    else:
-        print(token)
+    print_result(args, {"name": args.name, "scope": args.scope, "key": token}, token)
+    if not args.json:
         print(f"key {args.name!r} ({args.scope}): shown once, only its hash is stored; send it as "
               "'Authorization: Bearer <key>'", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def _cmd_keys_list(args) -> int:
@@ -107,14 +104,10 @@ def _cmd_keys_list(args) -> int:
 
     with Gallery(args.gallery, create=False) as gallery:
         keys = list_keys(gallery)
-    if args.json:
-        print(json.dumps({"keys": [k.to_dict() for k in keys]}))
-    else:
-        for k in keys:
-            print(f"{k.name}\t{k.scope}\tcreated {k.created}" + (f"\trevoked {k.revoked}" if k.revoked else ""))
-        if not keys:
-            print("no key", file=sys.stderr)
-    return 0
+    lines = [f"{k.name}\t{k.scope}\tcreated {k.created}" + (f"\trevoked {k.revoked}" if k.revoked else "")
+             for k in keys]
+    print_result(args, {"keys": [k.to_dict() for k in keys]}, "\n".join(lines) or "no key")
+    return EXIT_OK
 
 
 def _cmd_keys_revoke(args) -> int:
@@ -123,26 +116,6 @@ def _cmd_keys_revoke(args) -> int:
 
     with Gallery(args.gallery, create=False) as gallery:
         was_valid = revoke_key(gallery, args.name)
-    if args.json:
-        print(json.dumps({"name": args.name, "revoked": was_valid}))
-    else:
-        print(f"revoked key {args.name!r}" if was_valid else f"key {args.name!r} was already revoked")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``serve`` or ``keys`` alone (as ``kerascnn`` does once they are added to its parser)."""
-    from kerascnn.errors import KerasCNNError
-
-    parser = argparse.ArgumentParser(prog="kerascnn")
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except KerasCNNError as exc:
-        print(f"kerascnn {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    print_result(args, {"name": args.name, "revoked": was_valid},
+                 f"revoked key {args.name!r}" if was_valid else f"key {args.name!r} was already revoked")
+    return EXIT_OK
