@@ -220,7 +220,7 @@ def test_uploads_stay_in_memory(tmp_path, model, monkeypatch):
     app = create_app(tmp_path / "m.db", model=model, detector="haar", keys_required=False,
                      max_request_bytes=2_000_000)
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.post("/v1/identify", files={"photo": ("p.png", b"z" * 1_500_000)})
+        response = client.post("/v1/compare", files={"a": ("a.png", b"z" * 1_500_000), "b": ("b.png", b"z")})
     assert (response.status_code, response.json()["type"]) == (400, "ImageReadError")
 
 

@@ -164,7 +164,9 @@ class Faces:
             return self.gallery.identities()
 
     def __len__(self) -> int:
-        return len(self.identities())
+        """The number of enrolled people (one count query)."""
+        with self._lock:
+            return self.gallery.identity_count()
 
     def __contains__(self, name: object) -> bool:
         with self._lock:

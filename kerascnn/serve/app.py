@@ -88,13 +88,15 @@ def create_app(gallery_location: str | os.PathLike, *, model: Any = None, detect
     Raises:
         ServiceError: ``keys_required`` and the gallery holds no valid key.
     """
+    location = os.fspath(gallery_location) if isinstance(gallery_location, os.PathLike) else gallery_location
     pipeline = BatchingPipeline(model=model, detector=detector, wait_ms=batch_wait_ms)
-    faces = Faces(os.fspath(gallery_location) if isinstance(gallery_location, os.PathLike) else gallery_location,
-                  pipeline=pipeline, calibration_file=calibration_file)
+    faces = None
     try:
-        auth = Authoriser(gallery_location, keys_required)
+        faces = Faces(location, pipeline=pipeline, calibration_file=calibration_file)
+        auth = Authoriser(location, keys_required)
     except BaseException:
-        faces.close()
+        if faces is not None:
+            faces.close()
         pipeline.batcher.close()
         raise
     metrics = Metrics()
