@@ -51,7 +51,8 @@ def test_the_page_enrolls_identifies_and_removes_as_the_library_decides(tmp_path
     server = Server(gallery, model)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("dialog", lambda dialog: dialog.accept())
             page.goto(server.url + "/")
@@ -73,6 +74,14 @@ def test_the_page_enrolls_identifies_and_removes_as_the_library_decides(tmp_path
                 if who == "s1":
                     page.screenshot(path=os.environ.get("KERASCNN_SCREENSHOT", str(tmp_path / "page.png")),
                                     full_page=True)
+            # the webcam: Chromium's fake camera (a test pattern, no face) -> the photo reaches the server
+            page.fill("#enroll-name", "camera")
+            page.click("#camera-start")
+            page.wait_for_function("document.getElementById('camera').videoWidth > 0")
+            page.click("#camera-capture")
+            page.wait_for_function("document.getElementById('captured').textContent.startsWith('1 ')")
+            page.click("#enroll-form button[type=submit]")
+            camera = page.wait_for_selector("#enroll-result .error").inner_text()
             page.fill("#verify-name", "s2")
             page.set_input_files("#verify-photo", str(probes["s2"]))
             page.click("#verify-form button[type=submit]")
@@ -91,3 +100,4 @@ def test_the_page_enrolls_identifies_and_removes_as_the_library_decides(tmp_path
         decided = {who: library.identify(photo).name or "not recognized" for who, photo in probes.items()}
     assert shown == decided == {"s1": "s1", "s2": "s2", "stranger": "not recognized"}
     assert verified == "match: s2" and message == "removed s2 (3 photos)"
+    assert "(NoFaceError, HTTP 400)" in camera
