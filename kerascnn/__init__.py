@@ -30,7 +30,7 @@ _EXPORTS = {
 }
 
 _SUBMODULES = {
-    "blocks", "layers", "models", "inspect", "data", "losses", "siamese", "evaluation",
+    "backends", "blocks", "layers", "models", "inspect", "data", "losses", "siamese", "evaluation",
     "training", "transfer", "face", "facetrain", "visualize", "errors", "detection", "style", "adversarial",
 }
 
