@@ -2,6 +2,8 @@
 
 Importing ``kerascnn`` is cheap: the public names below are loaded on first use, so the
 command line starts fast and ``import kerascnn`` does not pull in TensorFlow until needed.
+Keras picks the backend as usual (``KERAS_BACKEND``, else ``~/.keras/keras.json``, else
+TensorFlow); see :mod:`kerascnn.backends` for what runs where.
 
 Example:
     >>> import kerascnn
@@ -11,9 +13,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
@@ -31,7 +30,7 @@ _EXPORTS = {
 }
 
 _SUBMODULES = {
-    "blocks", "layers", "models", "inspect", "data", "losses", "siamese", "evaluation",
+    "backends", "blocks", "layers", "models", "inspect", "data", "losses", "siamese", "evaluation",
     "training", "transfer", "face", "facetrain", "visualize", "errors", "detection", "style", "adversarial",
 }
 

@@ -25,6 +25,20 @@ class InputShapeError(KerasCNNError, ValueError):
     """An input shape the network cannot take (too small, wrong channels for the weights...)."""
 
 
+class ImageDataFormatError(KerasCNNError, ValueError):
+    """``keras.config.image_data_format()`` is ``"channels_first"``: kerascnn's models are built
+    channels-last only and refuse to build (rather than build silently wrong)."""
+
+
+class ModelArgumentError(KerasCNNError, ValueError):
+    """A model builder argument out of range (``classes`` below 0, ``out_indices`` that name no stage)."""
+
+
+class BackendError(KerasCNNError, RuntimeError):
+    """A feature that needs the TensorFlow backend (``tf.data``, ``tf.distribute``, ``tf.function``)
+    called while Keras runs on another backend (JAX, PyTorch)."""
+
+
 class WeightsMismatchError(KerasCNNError, ValueError):
     """Weights that do not fit the model (another architecture, other shapes, missing layers)."""
 

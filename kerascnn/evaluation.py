@@ -67,6 +67,26 @@ def pair_distances(a, b, metric: str = "euclidean") -> np.ndarray:
     return d2 if metric == "squared_euclidean" else np.sqrt(d2)
 
 
+def _binary_labels(same: np.ndarray) -> np.ndarray:
+    """Pair labels as booleans, accepting what scikit-learn's ``roc_curve`` accepts without a
+    ``pos_label``: booleans, ``{0, 1}`` or ``{-1, 1}`` (1 = genuine).
+
+    Raises:
+        DatasetError: other labels (``{0, 1, 2}``: scikit-learn's "multiclass format is not
+            supported"; strings), listing the values seen.
+    """
+    if same.dtype == bool:
+        return same
+    seen = set(np.unique(same).tolist()) if np.issubdtype(same.dtype, np.number) else None
+    if seen is None or not (seen <= {0, 1} or seen <= {-1, 1}):
+        shown = sorted(seen) if seen is not None else np.unique(same).tolist()[:10]
+        raise DatasetError(
+            "pair labels must be two classes, True/False, {0, 1} or {-1, 1} (1 = genuine), "
+            f"got the values {shown}"
+        )
+    return same == 1
+
+
 def _check_pairs(values, same) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values, np.float64).reshape(-1)
     same = np.asarray(same).reshape(-1)
@@ -74,7 +94,7 @@ def _check_pairs(values, same) -> tuple[np.ndarray, np.ndarray]:
         raise DatasetError(f"expected one label per pair: {values.size} values but {same.size} labels")
     if not np.all(np.isfinite(values)):
         raise DatasetError(f"distances must be finite; {int(np.sum(~np.isfinite(values)))} are NaN or infinite")
-    same = same.astype(bool)
+    same = _binary_labels(same)
     if same.all() or not same.any():
         raise DatasetError(
             f"need both genuine and impostor pairs, got {int(same.sum())} genuine and {int((~same).sum())} impostor"
@@ -102,7 +122,7 @@ def roc_curve(values, same, similarity: bool = False):
 
     Args:
         values: distances (or similarities with ``similarity=True``), one per pair.
-        same: True for genuine pairs.
+        same: True for genuine pairs (or 1 in ``{0, 1}`` or ``{-1, 1}`` labels, as scikit-learn).
         similarity: the values are similarities (higher means same).
 
     Returns:
@@ -111,7 +131,9 @@ def roc_curve(values, same, similarity: bool = False):
         ``(1, 1)``; point ``i`` accepts the pairs with ``distance <= thresholds[i]``.
 
     Raises:
-        DatasetError: lengths differ, non-finite values, or only one kind of pair.
+        DatasetError: lengths differ, non-finite values, labels other than two classes, or
+            only one kind of pair (scikit-learn's ``roc_curve`` and ``roc_auc_score`` warn and
+            give NaN there; kerascnn raises, on purpose: no metric has a value then).
     """
     values, same = _check_pairs(values, same)
     fp, tp, s = _roc_points(_scores(values, similarity), same)

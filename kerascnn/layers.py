@@ -145,7 +145,9 @@ class ZeroPadAdd(layers.Layer):
         rank = len(inputs[0].shape)
         target = [shapes[0][axis] for axis in range(rank)]
         for shape in shapes[1:]:
-            target = [ops.maximum(t, s) for t, s in zip(target, shape)]
+            # static sizes stay Python ints (JAX and PyTorch pad by concrete sizes only)
+            target = [max(t, s) if isinstance(t, int) and isinstance(s, int) else ops.maximum(t, s)
+                      for t, s in zip(target, shape)]
         total = None
         for x, shape in zip(inputs, shapes):
             pads = [[0, 0]] + [[0, target[axis] - shape[axis]] for axis in range(1, rank)]

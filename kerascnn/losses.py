@@ -114,10 +114,11 @@ def _label_masks(labels, n):
     return ops.logical_and(same, not_self), ops.logical_not(same)
 
 
-def _safe_mean(values, mask):
-    """Mean of ``values`` where ``mask``; 0 (with zero gradients) when the mask is empty."""
+def _masked_terms(values, mask):
+    """``(values where mask else 0, max(#mask, 1))``: the parts of a mean over ``mask`` that is 0
+    (with zero gradients) when the mask is empty."""
     mask = ops.cast(mask, "float32")
-    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+    return values * mask, ops.maximum(ops.sum(mask), 1.0)
 
 
 def _hinge(x, margin: float, soft_margin: bool):
@@ -182,6 +183,34 @@ def triplet_loss(
     Raises:
         ValueError: unknown ``mining``, ``distance`` or ``semi_hard_fallback``.
     """
+    per_anchor, normalizer = triplet_terms(
+        labels, embeddings, margin, mining, distance, soft_margin, semi_hard_fallback
+    )
+    return ops.sum(per_anchor) / normalizer
+
+
+def triplet_terms(
+    labels,
+    embeddings,
+    margin: float = 0.2,
+    mining: str = "batch_all",
+    distance: str = "squared_euclidean",
+    soft_margin: bool = False,
+    semi_hard_fallback: str = "farthest",
+):
+    """The triplet loss of a batch split by anchor: ``loss = sum(per_anchor) / normalizer``.
+
+    Args:
+        labels, embeddings, margin, mining, distance, soft_margin, semi_hard_fallback: as
+            :func:`triplet_loss`.
+
+    Returns:
+        ``(per_anchor, normalizer)``: a ``(batch,)`` float32 tensor, each anchor's summed terms,
+        and a float32 scalar >= 1, the number of terms :func:`triplet_loss` averages over.
+
+    Raises:
+        ValueError: unknown ``mining``, ``distance`` or ``semi_hard_fallback``.
+    """
     check_choice("mining", mining, MININGS)
     check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
     d = pairwise_distances(embeddings, distance)
@@ -192,10 +221,11 @@ def triplet_loss(
         far = ops.stop_gradient(ops.max(d) + 1.0)
         hardest_neg = ops.min(ops.where(neg, d, far), axis=1)
         valid = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))
-        return _safe_mean(_hinge(hardest_pos - hardest_neg, margin, soft_margin), valid)
+        return _masked_terms(_hinge(hardest_pos - hardest_neg, margin, soft_margin), valid)
     if mining == "batch_all" and soft_margin:  # softplus has no prefix-sum shortcut: O(n^3)
         valid = ops.logical_and(pos[:, :, None], neg[:, None, :])
-        return _safe_mean(ops.where(valid, ops.softplus(d[:, :, None] - d[:, None, :]), 0.0), valid)
+        terms, count = _masked_terms(ops.softplus(d[:, :, None] - d[:, None, :]), valid)
+        return ops.sum(terms, axis=(1, 2)), count
     # each anchor's negative distances sorted (non-negatives pushed past every threshold)
     far = ops.stop_gradient(ops.max(d)) + margin + 1.0
     sorted_neg = ops.sort(ops.where(neg, d, far), axis=1)
@@ -208,7 +238,7 @@ def triplet_loss(
         prefix = ops.pad(ops.cumsum(sorted_neg, axis=1), [[0, 0], [1, 0]])
         sums = ops.take_along_axis(prefix, count, axis=1)
         count = ops.cast(count, "float32") * posf
-        return ops.sum(posf * (count * threshold - sums)) / ops.maximum(ops.sum(count), 1.0)
+        return ops.sum(posf * (count * threshold - sums), axis=1), ops.maximum(ops.sum(count), 1.0)
     # semi_hard: the first negative strictly farther than the positive, else the fallback one
     n_neg = ops.sum(ops.cast(neg, "int32"), axis=1, keepdims=True)
     first_farther = _count_below(sorted_neg, d, side="right")
@@ -219,16 +249,31 @@ def triplet_loss(
         fallback = sorted_neg[:, :1]
     chosen = ops.where(first_farther < n_neg, farther, fallback)
     valid = ops.logical_and(pos, n_neg > 0)
-    return _safe_mean(_hinge(d - chosen, margin, soft_margin), valid)
+    terms, count = _masked_terms(_hinge(d - chosen, margin, soft_margin), valid)
+    return ops.sum(terms, axis=1), count
 
 
 def _count_below(sorted_rows, values, side: str = "left"):
     """Per row ``i`` and column ``j``: how many of ``sorted_rows[i]`` are ``< values[i, j]``
-    (``side="left"``) or ``<= values[i, j]`` (``"right"``). Batched ``tf.searchsorted``
-    (``keras.ops.searchsorted`` takes 1-D sequences only)."""
-    import tensorflow as tf
+    (``side="left"``) or ``<= values[i, j]`` (``"right"``), with 1-D ``keras.ops.searchsorted``.
 
-    return tf.searchsorted(sorted_rows, values, side=side, out_type=tf.int32)
+    Every number is first replaced by its rank among all of ``sorted_rows`` (same side), which
+    keeps each comparison exact (``s < v`` iff ``rank(s) < rank(v)`` for ``"left"``; ``<=`` for
+    ``"right"``); the integer ranks of row ``i`` are then shifted by ``i * (size + 1)``, so that
+    the rows form one sorted 1-D sequence. ``O(n^2 log n)`` for ``n x n`` inputs; int32 keys,
+    so rows of up to 1290 entries (batches of up to 1290 embeddings)."""
+    rows, cols = ops.shape(sorted_rows)[0], ops.shape(sorted_rows)[1]
+    flat = ops.reshape(sorted_rows, (-1,))
+    everything = ops.sort(flat)
+    size = ops.shape(flat)[0]
+    offsets = ops.arange(rows, dtype="int32")[:, None] * ops.cast(size + 1, "int32")
+    keys = ops.cast(ops.searchsorted(everything, flat, side=side), "int32") + ops.reshape(
+        ops.broadcast_to(offsets, (rows, cols)), (-1,)
+    )
+    value_keys = ops.cast(ops.searchsorted(everything, ops.reshape(values, (-1,)), side=side), "int32")
+    value_keys = ops.reshape(value_keys, ops.shape(values)) + offsets
+    found = ops.cast(ops.searchsorted(keys, ops.reshape(value_keys, (-1,)), side=side), "int32")
+    return ops.reshape(found, ops.shape(values)) - ops.arange(rows, dtype="int32")[:, None] * ops.cast(cols, "int32")
 
 
 def active_triplet_counts(labels, embeddings, margin: float = 0.2, distance: str = "squared_euclidean"):
@@ -265,8 +310,15 @@ class TripletLoss(keras.losses.Loss):
         semi_hard_fallback: ``"farthest"`` (tensorflow-addons) or ``"closest"``: the negative
             ``semi_hard`` uses when none is farther than the positive.
         name: the loss name.
-        reduction, dtype: as :class:`keras.losses.Loss` (the value is already a batch scalar;
-            computations are float32).
+        reduction: as :class:`keras.losses.Loss`. The loss gives one value per anchor (each
+            sample of the batch), that anchor's share of :func:`triplet_loss`, scaled so that
+            their mean is the batch loss: ``"sum_over_batch_size"`` (the default) gives
+            :func:`triplet_loss`, ``"sum"`` ``batch`` times it, ``None`` the ``(batch,)`` values
+            (TensorFlow Similarity's triplet losses also give one value per anchor, but each
+            anchor's own mean: kerascnn keeps the batch mean over triplets of tensorflow-addons
+            and Hermans et al., which weighs anchors by their number of triplets).
+            ``sample_weight`` weighs the anchors.
+        dtype: as :class:`keras.losses.Loss` (computations are float32).
 
     Raises:
         ValueError: unknown ``mining``, ``distance`` or ``semi_hard_fallback``, or a negative
@@ -294,9 +346,10 @@ class TripletLoss(keras.losses.Loss):
         self.semi_hard_fallback = check_choice("semi_hard_fallback", semi_hard_fallback, SEMI_HARD_FALLBACKS)
 
     def call(self, y_true, y_pred):
-        return triplet_loss(
+        per_anchor, normalizer = triplet_terms(
             y_true, y_pred, self.margin, self.mining, self.distance, self.soft_margin, self.semi_hard_fallback
         )
+        return per_anchor * (ops.cast(ops.shape(per_anchor)[0], "float32") / normalizer)
 
     def get_config(self) -> dict:
         config = super().get_config()

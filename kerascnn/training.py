@@ -39,6 +39,7 @@ from typing import Any, Iterator, Sequence
 import keras
 import tensorflow as tf
 
+from kerascnn.backends import require_tensorflow
 from kerascnn.errors import CheckpointMismatchError, ClusterConfigError
 from kerascnn.losses import default_loss
 
@@ -138,6 +139,7 @@ def get_strategy(kind: str = "auto") -> tf.distribute.Strategy:
         ClusterConfigError: ``TF_CONFIG`` is set but malformed, or ``"multi_worker"`` is asked
             for without it.
     """
+    require_tensorflow("kerascnn.training.get_strategy")
     if kind not in STRATEGIES:
         raise ValueError(f"strategy kind must be one of {STRATEGIES}, got {kind!r}")
     config = parse_tf_config()

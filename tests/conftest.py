@@ -21,6 +21,18 @@ def _require(path: Path) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``tensorflow_only`` tests, saying why, when KERAS_BACKEND names another backend
+    (.ci/run's backend matrix); on TensorFlow every test runs."""
+    backend = os.environ["KERAS_BACKEND"]
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend; KERAS_BACKEND={backend}")
+    for item in items:
+        if "tensorflow_only" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (or ``$KERASCNN_SHARED``)."""

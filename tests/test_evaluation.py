@@ -177,3 +177,31 @@ def test_bad_pairs_raise_dataset_error():
         kfold_accuracy([0.1, 0.2, 0.3, 0.4], [True, False, True, False], folds=5)
     with pytest.raises(DatasetError, match="one fold id per pair: 4 pairs but 3 fold ids"):
         kfold_accuracy([0.1, 0.2, 0.3, 0.4], [True, False, True, False], folds=[0, 1, 1])
+
+
+def test_pair_labels_as_scikit_learn_checks_them():
+    """{-1, 1} labels as sklearn (1 positive), {0, 1, 2} refused as sklearn does; a single class
+    refused on purpose (sklearn warns and returns NaN; kerascnn raises, as no metric has a value)."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    d, same = random_pairs(5)
+    signed = np.where(same, 1, -1)
+    fpr, tpr, _ = metrics.roc_curve(signed, -d, drop_intermediate=False)
+    far, tar, _ = roc_curve(d, signed)
+    np.testing.assert_allclose(far, fpr)
+    np.testing.assert_allclose(tar, tpr)
+    assert roc_auc(d, signed) == pytest.approx(metrics.roc_auc_score(signed, -d), abs=1e-12)
+    assert roc_auc(d, same.astype(float)) == roc_auc(d, same)
+    three = np.arange(d.size) % 3
+    with pytest.raises(ValueError, match="multiclass"):
+        metrics.roc_curve(three, -d)
+    with pytest.raises(DatasetError, match=r"pair labels must be two classes, .*\{-1, 1\} .*got the values \[0, 1, 2\]"):
+        roc_curve(d, three)
+    with pytest.raises(DatasetError, match=r"got the values \['no', 'yes'\]"):
+        roc_auc(d[:4], ["yes", "no", "yes", "no"])
+    with pytest.warns(UndefinedMetricWarning, match="Only one class"):
+        assert np.isnan(metrics.roc_auc_score(np.ones(4), d[:4]))
+    for one_class in (np.ones(4), -np.ones(4), np.zeros(4, bool)):
+        with pytest.raises(DatasetError, match="need both genuine and impostor pairs"):
+            roc_auc(d[:4], one_class)

@@ -129,6 +129,7 @@ def test_naive_and_reduced_inception_modules():
     )
 
 
+@pytest.mark.tensorflow_only  # the reference is tf.nn.local_response_normalization
 def test_lrn_matches_tensorflow_and_round_trips():
     import tensorflow as tf
 

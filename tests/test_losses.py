@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from _backends import value_and_input_grad
 from kerascnn.losses import (
     ActiveTripletFraction, ArcFaceHead, ContrastiveLoss, TripletLoss, active_triplet_counts,
     pairwise_distances, triplet_loss,
@@ -69,10 +70,7 @@ def random_batch(rng, n=12, dim=5, identities=4, unit=True):
 
 
 def loss_and_grad(loss, labels, emb):
-    x = tf.Variable(emb)
-    with tf.GradientTape() as tape:
-        value = loss(tf.constant(labels), x)
-    return float(value), tape.gradient(value, x).numpy()
+    return value_and_input_grad(lambda x: loss(labels, x), emb)
 
 
 # --- triplet loss ------------------------------------------------------------------------------
@@ -139,6 +137,44 @@ def test_mixed_precision_gives_float32_result(policy, mining):
         np.testing.assert_allclose(float(got), want, rtol=0.05, atol=1e-3)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_losses_run_on_the_backend_asked_for():
+    """The backend matrix of .ci/run sets KERAS_BACKEND; these tests must really run on it."""
+    assert keras.backend.backend() == os.environ["KERAS_BACKEND"]
+
+
+@pytest.mark.parametrize("mining", MININGS)
+def test_triplet_loss_honours_keras_reductions(mining):
+    """One value per anchor (its share, mean = the batch loss), as keras.losses.Loss reduces them."""
+    labels, emb = random_batch(np.random.default_rng(7))
+    n, want = len(labels), ref_triplet_loss(labels, emb, 0.2, mining, "squared_euclidean")
+    per_anchor = keras.ops.convert_to_numpy(TripletLoss(0.2, mining, reduction=None)(labels, emb))
+    assert per_anchor.shape == (n,) and np.all(per_anchor >= 0) and np.count_nonzero(per_anchor) > 1
+    np.testing.assert_allclose(per_anchor.mean(), want, rtol=1e-4)
+    np.testing.assert_allclose(float(TripletLoss(0.2, mining, reduction="sum")(labels, emb)), n * want, rtol=1e-4)
+    np.testing.assert_allclose(float(TripletLoss(0.2, mining, reduction="sum_over_batch_size")(labels, emb)), want,
+                               rtol=1e-4)
+    weights = np.zeros(n, np.float32)
+    weights[0] = 1.0  # sample_weight weighs anchors: only anchor 0 counts
+    np.testing.assert_allclose(float(TripletLoss(0.2, mining, reduction="sum")(labels, emb, sample_weight=weights)),
+                               per_anchor[0], rtol=1e-5)
+    if mining == "batch_hard":  # each anchor's hinge, scaled by n / (anchors with a positive and a negative)
+        d = lambda i, j: ref_distance(emb[i], emb[j], "squared_euclidean")  # noqa: E731
+        hinges = [max(max(d(a, p) for p in range(n) if p != a and labels[p] == labels[a])
+                      - min(d(a, m) for m in range(n) if labels[m] != labels[a]) + 0.2, 0.0)
+                  if np.sum(labels == labels[a]) > 1 else 0.0 for a in range(n)]
+        valid = sum(np.sum(labels == labels[a]) > 1 for a in range(n))
+        np.testing.assert_allclose(per_anchor, np.array(hinges) * n / valid, rtol=1e-4, atol=1e-6)
+
+
+def test_contrastive_loss_honours_keras_reductions():
+    d = np.array([0.1, 0.5, 1.5, 0.2], np.float32)
+    y = np.array([1, 0, 0, 1])
+    want = np.array([0.01, 0.25, 0.0, 0.04])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ContrastiveLoss(1.0, reduction=None)(y, d)), want, rtol=1e-5)
+    assert float(ContrastiveLoss(1.0, reduction="sum")(y, d)) == pytest.approx(want.sum(), rel=1e-5)
+    assert float(ContrastiveLoss(1.0)(y, d)) == pytest.approx(want.mean(), rel=1e-5)
 
 
 def test_triplet_loss_rejects_bad_arguments():

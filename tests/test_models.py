@@ -11,10 +11,10 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import kerascnn
-from kerascnn.errors import InputShapeError, UnknownModelError
+from _backends import weight_gradients
+from kerascnn.errors import ImageDataFormatError, InputShapeError, ModelArgumentError, UnknownModelError
 
 
 def _run(model, x):
@@ -45,7 +45,7 @@ def _batch(shape, n=2, seed=0):
 
 
 @pytest.mark.parametrize("name", _params(kerascnn.list_models()))
-def test_classifier_forward_gradients_and_keras_round_trip(name, tmp_path):
+def test_classifier_forward_gradients_fit_and_keras_round_trip(name, tmp_path):
     shape = _small_shape(name)
     model = kerascnn.create_model(name, input_shape=shape, classes=3)
     x = _batch(shape)
@@ -53,13 +53,17 @@ def test_classifier_forward_gradients_and_keras_round_trip(name, tmp_path):
     assert y.shape[0] == 2 and y.shape[-1] == OUTPUT_CHANNELS.get(name, lambda classes: classes)(3)
     assert np.all(np.isfinite(y))
 
-    weights = tf.constant(np.random.default_rng(1).normal(size=y.shape).astype("float32"))
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(model(x, training=False) * weights)
-    grads = tape.gradient(loss, model.trainable_weights)
-    dead = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g.numpy())]
+    weights = np.random.default_rng(1).normal(size=y.shape).astype("float32")
+    grads = weight_gradients(model, x, weights)
+    dead = [w.path for w, g in zip(model.trainable_weights, grads) if not np.any(g)]
     assert not dead, f"weights without gradient: {dead[:5]}"
 
+    # a few training steps (eager: tracing a train step per model would cost more than the test)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse", run_eagerly=True)
+    history = model.fit(x, np.zeros_like(y), batch_size=1, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+    y = _run(model, x)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(_run(loaded, x), y, atol=1e-6)
@@ -100,6 +104,7 @@ def test_features_match_feature_info(name):
         name, input_shape=(size, size, info.default_input_shape[2]), features_only=True, **extra
     )
     assert model.output_names == [f["name"] for f in info.feature_info]
+    assert model.feature_info == info.feature_info  # computed from the built model
     for out, feature in zip(model.outputs, info.feature_info):
         assert out.shape[-1] == feature["channels"], feature
         expected = size / feature["reduction"]
@@ -146,3 +151,60 @@ def test_feature_info_is_consistent():
         reductions = [f["reduction"] for f in info.feature_info]
         if name != "unet":
             assert reductions == sorted(reductions) and math.log2(reductions[-1]).is_integer()
+
+
+# --- Keras conventions (issue 19) ----------------------------------------------------------------
+@pytest.fixture
+def channels_first():
+    keras.config.set_image_data_format("channels_first")
+    yield
+    keras.config.set_image_data_format("channels_last")
+
+
+@pytest.mark.parametrize("name", kerascnn.list_models())
+def test_channels_first_is_refused_by_every_model(name, channels_first):
+    """keras.applications builds (3, H, W) models then; kerascnn refuses rather than build wrong."""
+    with pytest.raises(ImageDataFormatError, match=rf"^{name}: kerascnn builds channels-last models only .*"
+                                                   r"image_data_format\(\) is 'channels_first'"):
+        kerascnn.create_model(name, input_shape=_small_shape(name))
+
+
+# models whose builders named the model themselves before name= was passed through
+@pytest.mark.parametrize("name", ["lenet5", "resnet18", "squeezenet1_1", "yolo_v1", "googlenet", "unet"])
+def test_create_model_takes_keras_name(name):
+    model = kerascnn.create_model(name, input_shape=_small_shape(name), name="my_model")
+    assert model.name == "my_model"
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet18", "mobilenet"])
+def test_zero_classes_means_no_classifier_as_timm(name):
+    """timm's num_classes=0: pooled features of the last stage, no Dense layer."""
+    shape = _small_shape(name)
+    model = kerascnn.create_model(name, input_shape=shape, classes=0)
+    assert model.output_shape == (None, kerascnn.model_info(name).feature_info[-1]["channels"])
+    assert model.layers[-1].name == "avg_pool"
+    assert model.get_layer("avg_pool").output.shape == model.output.shape
+    with pytest.raises(ModelArgumentError, match=rf"{name}: classes must be >= 0 \(0: no classifier\), got -1"):
+        kerascnn.create_model(name, input_shape=shape, classes=-1)
+
+
+def test_built_models_carry_feature_info_from_their_actual_widths():
+    registry = kerascnn.model_info("mobilenet").feature_info
+    half = kerascnn.create_model("mobilenet", alpha=0.5, input_shape=(64, 64, 3), features_only=True)
+    assert [f["channels"] for f in half.feature_info] == [f["channels"] // 2 for f in registry]
+    assert [f["channels"] for f in half.feature_info] == [out.shape[-1] for out in half.outputs]
+    assert [f["reduction"] for f in half.feature_info] == [f["reduction"] for f in registry]
+    v2 = kerascnn.create_model("mobilenet_v2", alpha=0.35, input_shape=(64, 64, 3), include_top=False)
+    assert v2.feature_info[-1]["channels"] == v2.output_shape[-1] == 1280
+    assert [f["channels"] for f in v2.feature_info[:-1]] == [8, 8, 16, 32]  # make_divisible(c * 0.35)
+
+
+def test_out_indices_select_stages_as_timm():
+    registry = kerascnn.model_info("resnet18").feature_info
+    model = kerascnn.create_model("resnet18", input_shape=(64, 64, 3), features_only=True, out_indices=(1, -1))
+    assert model.output_names == [registry[1]["name"], registry[-1]["name"]]
+    assert model.feature_info == (registry[1], registry[-1])
+    with pytest.raises(ModelArgumentError, match=r"out_indices must be indices of its 5 stages \(-5\.\.4\), got \(5,\)"):
+        kerascnn.create_model("resnet18", input_shape=(64, 64, 3), features_only=True, out_indices=(5,))
+    with pytest.raises(ModelArgumentError, match="out_indices selects stages of features_only=True"):
+        kerascnn.create_model("resnet18", input_shape=(64, 64, 3), out_indices=(0,))

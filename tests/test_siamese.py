@@ -34,7 +34,7 @@ def round_trip(model, tmp_path, inputs):
     path = tmp_path / f"{model.name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
-    np.testing.assert_array_equal(np.asarray(model(inputs)), np.asarray(loaded(inputs)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(inputs)), keras.ops.convert_to_numpy(loaded(inputs)))
     return loaded
 
 
@@ -43,7 +43,7 @@ def round_trip(model, tmp_path, inputs):
 def test_embedding_model_outputs_unit_vectors(pooling, tmp_path):
     model = build_embedding_model(tiny_backbone(), embedding_dim=16, pooling=pooling, dropout=0.1)
     x, _ = synthetic()
-    emb = np.asarray(model(x))
+    emb = keras.ops.convert_to_numpy(model(x))
     assert emb.shape == (16, 16)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     assert [layer.name for layer in model.get_layer("tiny_backbone").layers[1:]] == ["conv1", "conv2"]
@@ -106,8 +106,8 @@ def test_triplet_model_shares_one_tower_and_trains(tmp_path):
     assert extract_tower(model) is tower
     assert len(model.trainable_weights) == len(tower.trainable_weights)  # one copy of the weights
     data = triplets()
-    out = np.asarray(model(data))
-    emb = {k: np.asarray(tower(v)) for k, v in data.items()}
+    out = keras.ops.convert_to_numpy(model(data))
+    emb = {k: keras.ops.convert_to_numpy(tower(v)) for k, v in data.items()}
     np.testing.assert_allclose(out[:, 0], np.sum((emb["anchor"] - emb["positive"]) ** 2, axis=1), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[:, 1], np.sum((emb["anchor"] - emb["negative"]) ** 2, axis=1), rtol=1e-5, atol=1e-6)
     model.compile(keras.optimizers.Adam(1e-2))
@@ -115,7 +115,7 @@ def test_triplet_model_shares_one_tower_and_trains(tmp_path):
     assert loss[0] == pytest.approx(np.mean(np.maximum(out[:, 0] - out[:, 1] + 0.5, 0)), rel=1e-5)
     assert loss[-1] < loss[0]
     loaded = round_trip(model, tmp_path, data)
-    np.testing.assert_array_equal(np.asarray(extract_tower(loaded)(data["anchor"])), np.asarray(tower(data["anchor"])))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(extract_tower(loaded)(data["anchor"])), keras.ops.convert_to_numpy(tower(data["anchor"])))
 
 
 def pairs():
@@ -133,11 +133,11 @@ def test_pair_model_trains_and_round_trips(head, tmp_path):
     data, same = pairs()
     assert same[:8].all() and not same[8:].any()
     model.compile(keras.optimizers.Adam(1e-2), loss="binary_crossentropy" if head == "sigmoid" else ContrastiveLoss(1.0))
-    out = np.asarray(model(data))
+    out = keras.ops.convert_to_numpy(model(data))
     if head == "sigmoid":
         np.testing.assert_allclose(out, 0.5)  # w = b = 0 at the start
     else:
-        emb = [np.asarray(tower(data[k])) for k in ("left", "right")]
+        emb = [keras.ops.convert_to_numpy(tower(data[k])) for k in ("left", "right")]
         np.testing.assert_allclose(out[:, 0], np.linalg.norm(emb[0] - emb[1], axis=1), rtol=1e-5, atol=1e-6)
     loss = model.fit(data, same, batch_size=16, epochs=3, verbose=0).history["loss"]
     assert loss[-1] < loss[0]

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from kerascnn.backends import require_tensorflow
 from kerascnn.data.folders import FolderDataset, read_image, scan_folder
 from kerascnn.errors import DatasetError, ImageReadError
 
@@ -278,6 +279,7 @@ def make_dataset(
         ValueError: a bad ``on_error``, ``channels``, ``image_size`` or ``preprocessing`` mode.
         UnknownModelError: ``preprocessing`` is neither a mode nor a registry model.
     """
+    require_tensorflow("kerascnn.data.make_dataset")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if channels not in (1, 3):

@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow as tf
 
+from kerascnn.backends import require_tensorflow
 from kerascnn.data.folders import FolderDataset
 from kerascnn.errors import DatasetError
 
@@ -170,6 +171,7 @@ def pk_batches_from_arrays(
         DatasetError: ``images`` and ``labels`` differ in length, or too few identities.
         ValueError: bad ``p``, ``k``, ``min_images_rule`` or ``augment``.
     """
+    require_tensorflow("kerascnn.data.pk_batches_from_arrays")
     images = np.asarray(images)
     labels = np.asarray(labels).reshape(-1).astype(np.int32)
     if images.ndim != 4 or images.shape[0] != labels.size:
@@ -245,6 +247,7 @@ def pk_batches(
         ImageReadError: an unreadable image file (named).
         ValueError: bad arguments.
     """
+    require_tensorflow("kerascnn.data.pk_batches")
     subset = dataset.subset(PKSampler(dataset.labels, p, k, None, min_images_rule).indices)
     images = load_images(subset, image_size, channels)
     return pk_batches_from_arrays(

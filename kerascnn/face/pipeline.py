@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kerascnn.backends import require_tensorflow
 from kerascnn.data.folders import MAX_PIXELS, read_image, read_image_bytes
 from kerascnn.evaluation import unit_vectors
 from kerascnn.errors import FaceModelError, KerasCNNError
@@ -270,6 +271,7 @@ class FacePipeline:
 
     def _compiled(self):
         """The model call as a ``tf.function`` with a free batch dimension (one trace)."""
+        require_tensorflow("The face pipeline's compiled embedding")
         if self._embed_fn is None:
             import tensorflow as tf
 

@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 import keras
 from keras import layers
 
-from kerascnn.errors import InputShapeError
+from kerascnn._keras_compat import run_through_graph
+from kerascnn.errors import ImageDataFormatError, InputShapeError, ModelArgumentError
 
 POOLINGS = (None, "avg", "max")
 
@@ -83,6 +84,47 @@ def resolve_input(
     return keras.utils.get_source_inputs(input_tensor), input_tensor
 
 
+def check_image_data_format(model_name: str) -> None:
+    """Refuse to build while Keras' global layout is channels-first.
+
+    keras.applications builds its models as ``(channels, height, width)`` then; kerascnn's models
+    are channels-last only (their blocks, custom layers and weight ports assume it), so they refuse
+    rather than build silently wrong.
+
+    Raises:
+        ImageDataFormatError: ``keras.config.image_data_format()`` is ``"channels_first"``.
+    """
+    layout = keras.config.image_data_format()
+    if layout != "channels_last":
+        raise ImageDataFormatError(
+            f"{model_name}: kerascnn builds channels-last models only (inputs (height, width, channels)), "
+            f"but keras.config.image_data_format() is {layout!r}; call "
+            "keras.config.set_image_data_format('channels_last') before building"
+        )
+
+
+def stage_reductions(model: keras.Model) -> list[int]:
+    """The nominal reduction of each output of ``model``: the product of the strides on the way
+    from the input (the largest over branches), divided by the upsamplings.
+
+    Args:
+        model: a functional model of 2-D convolutions, pools, upsamplings and elementwise layers.
+
+    Returns:
+        One integer per output (``input size / output size`` with ``same`` padding).
+    """
+
+    def reduction(layer, *args, **kwargs):
+        seen = [v for v in keras.tree.flatten((args, kwargs)) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        r = max(seen, default=1)
+        if isinstance(layer, (layers.UpSampling2D, layers.Conv2DTranspose)):
+            return r / (layer.size if isinstance(layer, layers.UpSampling2D) else layer.strides)[0]
+        return r * getattr(layer, "strides", (1,))[0]
+
+    outputs = run_through_graph(model, [1] * len(model.inputs), reduction)
+    return [int(round(r)) for r in keras.tree.flatten(outputs)]
+
+
 def check_weights_argument(weights: str | None, include_top: bool, classes: int, model_name: str) -> None:
     """Validate ``weights`` before building (keras.applications' rules).
 
@@ -113,6 +155,7 @@ def build_model(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     default_input_shape: Sequence[int] = (224, 224, 3),
     min_input_size: int = 32,
     top: Callable[..., Any] | None = None,
@@ -129,9 +172,13 @@ def build_model(
         input_shape: ``(height, width, channels)``; the paper's when omitted.
         input_tensor: optional tensor to build on.
         pooling: with ``include_top=False``: ``None`` (4-D feature map), ``"avg"`` or ``"max"``.
-        classes: number of classes of the top.
+        classes: number of classes of the top. ``0`` means no classifier, as timm's
+            ``num_classes=0``: the pooled features (``pooling="avg"`` unless given; where
+            keras.applications has no such value, ``include_top=False`` keeps its 4-D map).
         classifier_activation: activation of the top's last layer (``None`` gives logits).
         features_only: return one output per stage (multi-scale feature maps) instead.
+        out_indices: with ``features_only``, the stages to return (timm's argument; negative
+            indices count from the end); all when omitted.
         default_input_shape: the paper's input shape.
         min_input_size: the smallest height/width the body accepts.
         top: ``top(x, classes, classifier_activation) -> tensor``; default
@@ -140,13 +187,25 @@ def build_model(
             ``weights="imagenet"``.
 
     Returns:
-        The ``keras.Model``.
+        The ``keras.Model``, with a ``feature_info`` attribute: one ``{"name", "channels",
+        "reduction"}`` dict per stage output (per returned stage with ``features_only``),
+        computed from the built layers (so it follows width multipliers such as ``alpha``).
 
     Raises:
+        ImageDataFormatError: Keras' global layout is channels-first.
         InputShapeError: the input cannot go through the network.
-        ValueError: bad ``weights``, ``pooling`` or ``classes``.
+        ModelArgumentError: ``classes`` below 0, or ``out_indices`` that name no stage (or come
+            without ``features_only``).
+        ValueError: bad ``weights`` or ``pooling``.
         WeightsMismatchError: a weights file that does not fit.
     """
+    check_image_data_format(name)
+    if classes < 0:
+        raise ModelArgumentError(f"{name}: classes must be >= 0 (0: no classifier), got {classes}")
+    if classes == 0 and include_top and not features_only:
+        include_top, pooling = False, pooling or "avg"
+    if out_indices is not None and not features_only:
+        raise ModelArgumentError(f"{name}: out_indices selects stages of features_only=True; features_only is False")
     check_weights_argument(weights, include_top and not features_only, classes, name)
     if pooling not in POOLINGS:
         raise ValueError(f"{name}: pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -155,9 +214,22 @@ def build_model(
     inputs, img_input = resolve_input(
         input_shape, input_tensor, default_input_shape, min_input_size, weights, name
     )
-    stages = body(img_input)
+    stages = list(body(img_input))
+    if out_indices is not None:
+        bad = [i for i in out_indices if not -len(stages) <= i < len(stages)]
+        if bad or not out_indices:
+            raise ModelArgumentError(
+                f"{name}: out_indices must be indices of its {len(stages)} stages "
+                f"(-{len(stages)}..{len(stages) - 1}), got {tuple(out_indices)}"
+            )
+        stages = [stages[i] for i in out_indices]
+    features = keras.Model(inputs, stages, name=name)
+    feature_info = tuple(
+        {"name": layer_name, "channels": int(out.shape[-1]), "reduction": reduction}
+        for layer_name, out, reduction in zip(features.output_names, stages, stage_reductions(features))
+    )
     if features_only:
-        model = keras.Model(inputs, list(stages), name=name)
+        model = features
     else:
         x = stages[-1]
         if include_top:
@@ -167,6 +239,7 @@ def build_model(
         elif pooling == "max":
             x = layers.GlobalMaxPooling2D(name="max_pool")(x)
         model = keras.Model(inputs, x, name=name)
+    model.feature_info = feature_info
     if weights is not None:
         from kerascnn.models.weights import load_model_weights
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
+
 import keras
 import numpy as np
 from keras import layers
@@ -267,6 +269,8 @@ def dlib_resnet29(
     classes: int = EMBEDDING_DIM,
     classifier_activation: str | None = None,
     features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    name: str = "dlib_resnet29",
 ) -> keras.Model:
     """dlib's 29-layer face-recognition ResNet: RGB 0..255 faces in, dlib's descriptor out.
 
@@ -282,6 +286,8 @@ def dlib_resnet29(
         classifier_activation: activation of the top (``None``: dlib's raw descriptor, whose
             length is about 1.3-1.5; face tools scale it to unit length).
         features_only: return the stem's and every stage's output maps.
+        out_indices: with ``features_only``, the stages to return (timm's argument).
+        name: the model's name.
 
     Returns:
         The ``keras.Model``.
@@ -293,10 +299,11 @@ def dlib_resnet29(
     """
     dlib_weights = weights == "dlib" or str(weights).endswith(".dat")
     model = build_model(
-        name="dlib_resnet29", body=_body, include_top=include_top,
+        name=name, body=_body, include_top=include_top,
         weights=None if dlib_weights else weights, input_shape=input_shape, input_tensor=input_tensor,
         pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-        features_only=features_only, default_input_shape=(150, 150, 3), min_input_size=131, top=_top,
+        features_only=features_only, out_indices=out_indices, default_input_shape=(150, 150, 3), min_input_size=131,
+        top=_top,
     )
     if dlib_weights:
         load_dlib_weights(model, None if weights == "dlib" else weights)

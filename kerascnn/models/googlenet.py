@@ -126,6 +126,8 @@ def googlenet(
     aux_logits: bool = False,
     lrn: bool = True,
     batch_norm: bool = False,
+    out_indices: Sequence[int] | None = None,
+    name: str = "googlenet",
 ) -> keras.Model:
     """GoogLeNet (Inception v1).
 
@@ -138,6 +140,8 @@ def googlenet(
         classes: number of classes.
         classifier_activation: activation of the top (``None`` for logits).
         features_only: return the five feature maps of :data:`FEATURE_INFO`.
+        out_indices: with ``features_only``, the stages to return (timm's argument).
+        name: the model's name.
         aux_logits: add the two auxiliary classifiers (after 4a and 4d); the model then has
             three outputs ``[main, aux1, aux2]``. Needs ``include_top=True`` and an input whose
             4a grid is at least 5x5 (80x80 or more).
@@ -160,7 +164,7 @@ def googlenet(
         )
     aux = [] if aux_logits else None
     model = build_model(
-        name="googlenet",
+        name=name,
         body=_make_body(lrn, batch_norm, aux, classes, classifier_activation),
         include_top=include_top,
         weights=weights,
@@ -169,11 +173,11 @@ def googlenet(
         pooling=pooling,
         classes=classes,
         classifier_activation=classifier_activation,
-        features_only=features_only,
+        features_only=features_only, out_indices=out_indices,
         default_input_shape=(224, 224, 3),
         min_input_size=80 if aux_logits else 32,
         top=_top,
     )
     if aux_logits:
-        model = keras.Model(model.inputs, [model.outputs[0], *aux], name="googlenet")
+        model = keras.Model(model.inputs, [model.outputs[0], *aux], name=name)
     return model

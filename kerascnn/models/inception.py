@@ -85,6 +85,8 @@ def inception_v3(
     classes: int = 1000,
     classifier_activation: str | None = "softmax",
     features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    name: str = "inception_v3",
 ) -> keras.Model:
     """InceptionV3, identical to ``keras.applications.InceptionV3``.
 
@@ -97,6 +99,8 @@ def inception_v3(
         classes: number of classes.
         classifier_activation: activation of the top (``None`` for logits).
         features_only: return the five feature maps of :data:`FEATURE_INFO`.
+        out_indices: with ``features_only``, the stages to return (timm's argument).
+        name: the model's name.
 
     Returns:
         The ``keras.Model``; its inputs expect the ``"tf"`` preprocessing (pixels in -1..1).
@@ -106,7 +110,7 @@ def inception_v3(
         ValueError: bad ``weights``, ``pooling`` or ``classes``.
     """
     return build_model(
-        name="inception_v3",
+        name=name,
         body=_body,
         include_top=include_top,
         weights=weights,
@@ -115,7 +119,7 @@ def inception_v3(
         pooling=pooling,
         classes=classes,
         classifier_activation=classifier_activation,
-        features_only=features_only,
+        features_only=features_only, out_indices=out_indices,
         default_input_shape=(299, 299, 3),
         min_input_size=75,
         keras_app=keras.applications.InceptionV3,

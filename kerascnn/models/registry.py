@@ -130,19 +130,23 @@ def model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs: Any):
+def create_model(model_name: str, /, **kwargs: Any):
     """Build a registered model.
 
     Args:
-        name: registry name (see :func:`list_models`).
+        model_name: registry name (see :func:`list_models`); positional, so that ``name=``
+            can be Keras' model name: ``create_model("resnet18", name="my_model")``.
         **kwargs: the builder's keyword arguments (``include_top``, ``weights``,
-            ``input_shape``, ``input_tensor``, ``pooling``, ``classes``,
-            ``classifier_activation``, ``features_only`` and family-specific ones).
+            ``input_shape``, ``input_tensor``, ``pooling``, ``classes`` (``0``: no classifier,
+            as timm's ``num_classes=0``), ``classifier_activation``, ``features_only``,
+            ``out_indices``, ``name`` and family-specific ones).
 
     Returns:
-        A ``keras.Model``.
+        A ``keras.Model`` with a ``feature_info`` attribute (the stages of this very model,
+        from its actual widths; :func:`model_info` gives the defaults').
 
     Raises:
-        UnknownModelError: ``name`` is not registered.
+        UnknownModelError: ``model_name`` is not registered.
+        ImageDataFormatError: Keras' global layout is channels-first.
     """
-    return model_info(name).builder(**kwargs)
+    return model_info(model_name).builder(**kwargs)

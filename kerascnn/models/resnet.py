@@ -105,7 +105,7 @@ def _body(arch: str):
 def _create(arch: str, **kwargs: Any) -> keras.Model:
     keras_name = ARCHS[arch][3]
     keras_app = getattr(keras.applications, keras_name) if keras_name else None
-    return build_model(name=arch, body=_body(arch), keras_app=keras_app, **kwargs)
+    return build_model(name=kwargs.pop("name", arch), body=_body(arch), keras_app=keras_app, **kwargs)
 
 
 def _register(arch: str):

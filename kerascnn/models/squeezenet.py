@@ -88,7 +88,7 @@ def _create(arch: str, dropout: float = 0.5, **kwargs: Any) -> keras.Model:
     def top(x, classes, classifier_activation):
         return _top(x, classes, classifier_activation, dropout)
 
-    return build_model(name=arch, body=body, top=top, **kwargs)
+    return build_model(name=kwargs.pop("name", arch), body=body, top=top, **kwargs)
 
 
 _REFERENCE = "Iandola et al. 2016, SqueezeNet: AlexNet-level accuracy with 50x fewer parameters; torchvision"

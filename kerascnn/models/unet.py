@@ -156,6 +156,8 @@ def unet(
     base_filters: int = 64,
     padding: str = "valid",
     batch_norm: bool = False,
+    out_indices: Sequence[int] | None = None,
+    name: str = "unet",
 ) -> keras.Model:
     """U-Net for per-pixel classification (segmentation).
 
@@ -169,6 +171,8 @@ def unet(
         classes: output channels (the paper: 2, cell and background).
         classifier_activation: per-pixel activation of the head (``None`` for logits).
         features_only: return the contracting path's maps (``depth + 1`` of them).
+        out_indices: with ``features_only``, the stages to return (timm's argument).
+        name: the model's name.
         depth: number of 2x2 max pools (4 in the paper).
         base_filters: channels of the first level (64 in the paper), doubled at each level.
         padding: ``"valid"`` (the paper: output smaller than input, crop-and-concatenate) or
@@ -188,7 +192,7 @@ def unet(
     if depth < 1 or base_filters < 1:
         raise ValueError(f"unet: depth and base_filters must be >= 1, got {depth} and {base_filters}")
     return build_model(
-        name="unet",
+        name=name,
         body=_make_body(depth, base_filters, padding, batch_norm, features_only),
         include_top=include_top,
         weights=weights,
@@ -197,7 +201,7 @@ def unet(
         pooling=pooling,
         classes=classes,
         classifier_activation=classifier_activation,
-        features_only=features_only,
+        features_only=features_only, out_indices=out_indices,
         default_input_shape=(572, 572, 1),
         min_input_size=1,
         top=_head,

@@ -121,7 +121,7 @@ def yolo_v1(
     if kwargs.get("include_top", True) and not kwargs.get("features_only") and any(
             s is not None and s % 64 for s in shape[:2]):
         raise ValueError(f"yolo_v1: input sides must be multiples of 64 (the grid is input / 64), got {tuple(shape)}")
-    return build_model(name="yolo_v1", body=body, top=top, classes=classes, classifier_activation=None,
+    return build_model(name=kwargs.pop("name", "yolo_v1"), body=body, top=top, classes=classes, classifier_activation=None,
                        default_input_shape=(448, 448, 3), min_input_size=64, **kwargs)
 
 
