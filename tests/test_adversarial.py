@@ -61,6 +61,7 @@ def test_fgsm_equals_the_analytic_step_of_softmax_regression():
     assert adversarial.fgsm(model, x, y, 0.5).max() <= 1.0 and adversarial.fgsm(model, x, y, 0.5).min() >= 0.0
 
 
+@pytest.mark.slow
 def test_accuracy_under_attack_falls_with_epsilon(plain_model, digits):
     _, _, x_test, y_test = digits
     report = adversarial.robust_accuracy(plain_model, x_test, y_test, EPSILONS)

@@ -22,6 +22,7 @@ def test_presets_listed():
 
 
 @pytest.mark.parametrize("name", sorted(AUGMENTATION_PRESETS))
+@pytest.mark.slow
 def test_preset_shape_inference_identity_and_seed(name):
     aug = build_augmentation(name, (24, 24), seed=7)
     out = np.asarray(aug(IMAGES, training=True))

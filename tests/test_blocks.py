@@ -128,6 +128,7 @@ OURS = {"residual_block_v1": "residual_block", "residual_block_v2": "residual_bl
 
 
 @pytest.mark.parametrize("module,fn,theirs,ours", KERAS_BLOCKS, ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.slow
 def test_blocks_match_keras_applications(module, fn, theirs, ours):
     import importlib
 
@@ -220,6 +221,7 @@ def test_highway_gates_carry_and_transform():
     assert transform.count_params() == 2 * (9 * 8 * 8 + 8)
 
 
+@pytest.mark.slow
 def test_blocks_round_trip_through_keras_file(tmp_path):
     def all_blocks(x):
         x = blocks.residual_block(x, 8, name="r1")

@@ -37,6 +37,7 @@ def converted(tmp_path_factory, dat):
     return out, text.getvalue()
 
 
+@pytest.mark.slow
 def test_convert_dlib_rebuilds_the_default_model(converted):
     out, text = converted
     assert "wrote" in text and out.is_file() and out.with_suffix(".json").is_file()
@@ -45,6 +46,7 @@ def test_convert_dlib_rebuilds_the_default_model(converted):
                                np.asarray(kerascnn.load_face_model()(x)), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_converted_model_has_the_shipped_card_and_identity(converted):
     """Issue 17: the converted model embeds, scores and is identified as the shipped one."""
     out, _ = converted
@@ -57,6 +59,7 @@ def test_converted_model_has_the_shipped_card_and_identity(converted):
     assert pipeline_identity(ours) == pipeline_identity(theirs)
 
 
+@pytest.mark.slow
 def test_a_card_that_changes_templates_changes_the_identity(converted, tmp_path, orl_dir, capsys):
     """The same weights under a card without alignment and inference options (what convert-dlib
     wrote before) make other templates: a gallery of one refuses the other."""
@@ -79,6 +82,7 @@ def test_a_card_that_changes_templates_changes_the_identity(converted, tmp_path,
 
 
 @pytest.mark.parametrize("case", ["missing", "foreign", "truncated", "flipped", "other"])
+@pytest.mark.slow
 def test_bad_dlib_file_exits_2_and_writes_nothing(tmp_path, dat, yunet_path, case, capsys):
     bad = tmp_path / "bad.dat"
     if case == "foreign":
@@ -106,6 +110,7 @@ def test_unknown_model_name_lists_the_shipped_ones(tmp_path, orl_dir, capsys):
     assert not (tmp_path / "g.db").exists()
 
 
+@pytest.mark.slow
 def test_gallery_of_the_small_model_is_refused_by_the_default_one(tmp_path, orl_dir, capsys):
     gallery = tmp_path / "g.db"
     code, _, _ = run_cli(capsys, "enroll", "--gallery", gallery, "--model", "small", "--detector", "haar",

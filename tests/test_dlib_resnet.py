@@ -53,6 +53,7 @@ def test_architecture_matches_dlib(dat):
     assert net.loss["kind"] == "loss_metric_2"
 
 
+@pytest.mark.slow
 def test_descriptors_equal_dlibs_on_real_faces(chips, reference):
     """The proof of the port: dlib's own compute_face_descriptor on 24 LFW chips."""
     assert len(chips) >= 20
@@ -62,6 +63,7 @@ def test_descriptors_equal_dlibs_on_real_faces(chips, reference):
     assert 1.2 < np.linalg.norm(reference, axis=1).mean() < 1.7  # dlib's raw descriptors are not unit length
 
 
+@pytest.mark.slow
 def test_shipped_default_model_is_dlibs(chips, reference):
     assert fm.resolve_face_model(None) == fm.FACE_MODELS["dlib"]
     assert fm.FACE_MODELS["dlib"].stat().st_size <= 25e6
@@ -87,6 +89,7 @@ def test_named_models_and_unknown_name():
         kerascnn.load_face_model("resnet")
 
 
+@pytest.mark.slow
 def test_alignment_template_brings_yunet_chips_close_to_dlibs(lfw_dir, yunet_path):
     """The card's template puts YuNet's points where dlib's chips have them: our chip of a photo
     and dlib's chip of the same photo give nearly the same descriptor."""
@@ -164,6 +167,7 @@ def test_headless_model_takes_dlibs_weights_without_the_fc(chips, reference):
     np.testing.assert_allclose(pooled @ fc, reference[:4], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_in_safe_mode(tmp_path, chips):
     model = kerascnn.create_model("dlib_resnet29", weights="dlib")
     model.save(tmp_path / "dlib.keras")

@@ -50,6 +50,7 @@ def test_fold_images_are_the_folds_people(script, lfw_pairs, lfw_dir):
     assert len(paths) == sum(len(list((lfw_dir / n).glob("*.jpg"))) for n in people)
 
 
+@pytest.mark.slow
 def test_cli_scores_the_shipped_model(script, lfw_pairs, lfw_dir, yunet_path, capsys):
     code = script.main(["--pairs", str(lfw_pairs), "--images", str(lfw_dir), "--folds", "7", "--max-people", "6",
                         "--detector-model", str(yunet_path), "--json"])

@@ -58,6 +58,7 @@ def test_stages_of_the_default_model_and_what_is_frozen():
         freeze_face_model(model, 7)
 
 
+@pytest.mark.slow
 def test_finetune_trains_the_top_keeps_the_rest_resumes_and_writes_a_card(tmp_path, orl_dir, yunet_path):
     model = tiny()
     before = {w.path: w.numpy().copy() for w in model.weights}
@@ -92,6 +93,7 @@ def test_finetune_trains_the_top_keeps_the_rest_resumes_and_writes_a_card(tmp_pa
     assert card["calibration"]["threshold"] == card["evaluation"]["after"]["threshold"]
 
 
+@pytest.mark.slow
 def test_cli_finetunes_the_default_model_by_name(tmp_path, orl_dir, yunet_path, capsys):
     code = main(["finetune-face", "--data", str(orl_dir), "--people", "s1", "s2", "--out", str(tmp_path / "ft"),
                  "--detector", str(yunet_path), "--steps", "1", "--steps-per-epoch", "1", "--p", "2", "--k", "2",
@@ -120,6 +122,7 @@ def _folder(tmp_path, orl_dir, layout):
     ({"alice": 3}, r"at least 2 people with at least 2 face images each; .* have 1 people, 1 of them"),
     ({"alice": 1, "bob": 1, "carol": 2}, r"have 3 people, 1 of them with 2 or more .*single image: alice, bob"),
 ])
+@pytest.mark.slow
 def test_too_few_people_or_images_are_refused(tmp_path, orl_dir, yunet_path, layout, message, capsys):
     root = _folder(tmp_path, orl_dir, layout)
     with pytest.raises(DatasetError, match=message):
@@ -137,6 +140,7 @@ def test_missing_folder_and_unknown_people_are_refused(tmp_path, orl_dir):
         finetune_face_model(tiny(), [orl_dir], tmp_path / "out", people=["nobody"])
 
 
+@pytest.mark.slow
 def test_crops_are_the_pipelines_inference_crops_and_are_cached(tmp_path, orl_dir, yunet_path):
     pipeline = FacePipeline(detector=str(yunet_path), model="dlib", select="central")
     data = prepare_face_crops([orl_dir], pipeline, ["s3", "s9"], tmp_path, yunet_path, progress=False)

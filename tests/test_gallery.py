@@ -642,6 +642,7 @@ def test_8bit_error_bound_holds():
 
 
 @pytest.mark.parametrize("per_identity", [1, 3])
+@pytest.mark.slow
 def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypatch):
     pytest.importorskip("faiss")
     from kerascnn.face.gallery import index as module
@@ -676,6 +677,7 @@ def test_compact_search_equals_float32_and_slow_reference(per_identity, monkeypa
 
 
 @pytest.mark.parametrize("per_identity", [1, 3])
+@pytest.mark.slow
 def test_batch_search_of_a_wide_index_equals_the_slow_reference(per_identity):
     """A batch against 24,000 templates: the blocked top-k (block maxima, then the few blocks that
     can hold the answer) and the first-k-owners step give the obvious reference's answer."""

@@ -113,6 +113,7 @@ with Gallery(sys.argv[1], timeout=20) as g:
 '''
 
 
+@pytest.mark.slow
 def test_many_processes_creating_the_same_gallery_all_enroll(store, new_location):
     """8 processes opening one new gallery together (SQLite refuses a journal-mode switch that
     races another connection at once, without its busy wait: before the retry about 1 child in 50
@@ -128,6 +129,7 @@ def test_many_processes_creating_the_same_gallery_all_enroll(store, new_location
             assert sorted(i.name for i in g.identities()) == [f"p{i}" for i in range(8)]
 
 
+@pytest.mark.slow
 def test_killed_enrollment_keeps_every_committed_identity(tmp_path, location):
     folder, path = tmp_path / "faces", location
     names = [f"person{i:03d}" for i in range(120)]
@@ -215,6 +217,7 @@ def _edit(path, *args):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_another_process_changes_reach_the_next_search(location):
     """Process A enrolls and removes; process B's next search sees it, from its updated index."""
     import numpy as np
@@ -247,6 +250,7 @@ def test_another_process_changes_reach_the_next_search(location):
         assert [names[2 * i, 0] for i in range(0, 30, 2)] == [f"c{i}" for i in range(0, 30, 2)]  # kept: found
 
 
+@pytest.mark.slow
 def test_server_gone_mid_enrollment_then_back_completes_it(tmp_path, postgres_server):
     """PostgreSQL stopped in the middle of a folder enrollment: the child fails with a clear
     message, every committed identity is whole, and a rerun once the server is back completes

@@ -12,6 +12,7 @@ from kerascnn.models.inception import inception_v3
 
 
 @pytest.mark.parametrize("include_top, expected", [(True, 23_851_784), (False, 21_802_784)])
+@pytest.mark.slow
 def test_param_counts_match_keras_applications(include_top, expected):
     # REFERENCE.md: keras.applications.InceptionV3(weights=None), 299x299x3, 1000 classes
     assert inception_v3(include_top=include_top).count_params() == expected

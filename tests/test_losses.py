@@ -111,6 +111,7 @@ def test_identical_embeddings_give_finite_loss_and_gradients(mining):
 
 @pytest.mark.parametrize("mining", MININGS)
 @pytest.mark.parametrize("labels", [[3, 3, 3, 3, 3], [0, 1, 2, 3, 4]], ids=["one_identity", "all_distinct"])
+@pytest.mark.slow
 def test_no_valid_triplet_gives_zero_loss_and_zero_gradients(mining, labels):
     emb = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
     for distance in DISTANCES:

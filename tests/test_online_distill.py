@@ -110,6 +110,7 @@ def test_photometric_changes_are_the_same_for_both_crops():
     assert np.ptp(teacher[grey], axis=-1).max() < 1e-3 and np.ptp(teacher[~grey], axis=-1).max() > 1
 
 
+@pytest.mark.slow
 def test_online_training_starts_from_given_weights_and_runs(tmp_path, teacher):
     from kerascnn.face.model import build_face_embedder
 

@@ -34,6 +34,7 @@ HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169"
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in REFERENCE]
 )
+@pytest.mark.slow
 def test_keras_applications_counts(name):
     info = kerascnn.model_info(name)
     model = kerascnn.create_model(name, input_shape=info.default_input_shape)
@@ -65,6 +66,7 @@ def test_squeezenet_pools_round_up_as_torchvision():
         assert [out.shape[1] for out in model.outputs] == sizes, name
 
 
+@pytest.mark.slow
 def test_se_resnet50_timm_count():
     """timm's ``seresnet50``: 28,088,024 parameters (PyTorch does not count BatchNorm's running
     mean and variance, Keras does). Convert explicitly: Keras' count minus two per BN channel."""
@@ -94,6 +96,7 @@ def test_alexnet_paper_counts(groups, count):
     assert model.count_params() == count
 
 
+@pytest.mark.slow
 def test_yolo_v1_paper_count():
     """Figure 3 of Redmon et al. 2016 read layer by layer (kernel, filters), written out flat
     here independently of the model's table: 24 convs with biases, FC 4096, FC 7x7x30."""

@@ -39,6 +39,7 @@ def pixel_embedder(size: int = 32):
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed: apt-get install -y chromium chromium-driver "
                                              "(Debian/Ubuntu; .ci/run installs it)")
+@pytest.mark.slow
 def test_the_page_enrolls_identifies_and_removes_as_the_library_decides(tmp_path, orl_dir):
     model = tmp_path / "pixels.keras"
     pixel_embedder().save(model)

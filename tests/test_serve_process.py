@@ -135,6 +135,7 @@ def test_serve_refuses_to_start_without_keys_and_binds_no_auth_to_loopback_only(
     assert "holds no API key" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_insecure_server_on_loopback_answers_without_a_key(tmp_path, model, orl_dir):
     server = Server(tmp_path / "g.db", model, "--insecure-no-auth")
     try:

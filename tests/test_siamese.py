@@ -82,6 +82,7 @@ def test_embedding_model_errors():
         build_embedding_model("resnet17", SHAPE)
 
 
+@pytest.mark.slow
 def test_online_formulation_fits_images_and_labels():
     x, labels = synthetic()
     model = build_embedding_model(tiny_backbone(), embedding_dim=8)
@@ -100,6 +101,7 @@ def triplets():
     return {"anchor": x[anchors], "positive": x[positives], "negative": x[negatives]}
 
 
+@pytest.mark.slow
 def test_triplet_model_shares_one_tower_and_trains(tmp_path):
     tower = build_embedding_model(tiny_backbone(), embedding_dim=8)
     model = build_triplet_model(tower, margin=0.5)
@@ -126,6 +128,7 @@ def pairs():
 
 
 @pytest.mark.parametrize("head", ["sigmoid", "distance"])
+@pytest.mark.slow
 def test_pair_model_trains_and_round_trips(head, tmp_path):
     tower = build_embedding_model(tiny_backbone(), embedding_dim=8)
     model = build_pair_model(tower, head=head)

@@ -33,6 +33,7 @@ def test_losses_are_zero_at_their_targets():
     assert transfer.losses(stripes)["style"] == pytest.approx(0.0, abs=1e-6) and transfer.losses(stripes)["content"] > 0
 
 
+@pytest.mark.slow
 def test_style_loss_falls_tenfold_while_content_stays_close(tmp_path):
     keras.utils.set_random_seed(0)  # random VGG-16 features (weights=None): no download
     content, stripes = _images()

@@ -91,6 +91,7 @@ def test_precision_scope_restores_the_previous_policy(restore_policy):
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_float32_output_under_mixed_precision(restore_policy, tmp_path):
     training.set_precision("mixed_bfloat16")
     model = tiny_model()
@@ -164,6 +165,7 @@ def _tiny_ds(n=48, batch=16):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
+@pytest.mark.slow
 def test_fit_trains_and_saves_the_run(tmp_path):
     ds = _tiny_ds()
     model = tiny_model()
@@ -194,6 +196,7 @@ class _Interrupt(keras.callbacks.Callback):
         raise RuntimeError("simulated interruption")
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_is_refused(tmp_path):
     ds = _tiny_ds(n=16)
     with pytest.raises(RuntimeError, match="simulated interruption"):

@@ -91,6 +91,7 @@ def test_phase1_changes_only_the_head_and_keeps_bn_statistics():
     assert not np.array_equal(head_before, model.get_layer("head_dense").get_weights()[0])
 
 
+@pytest.mark.slow
 def test_phase2_changes_top_stages_only_and_bn_stays_in_inference_mode():
     ds, _ = _data()
     model = transfer.build_finetune_model(_classifier(), 3, dropout=0)
@@ -128,6 +129,7 @@ def test_layerwise_adam_scales_each_variables_step():
     assert restored.lr_multipliers == {b.path: 0.1}
 
 
+@pytest.mark.slow
 def test_per_stage_lr_decay_gives_each_stage_its_multiplier():
     model = transfer.build_finetune_model(_classifier(), 3)
     stages = transfer.unfreeze_top(model, 2)

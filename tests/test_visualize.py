@@ -55,6 +55,7 @@ def _inside(heat: np.ndarray, row: int, col: int, margin: int = 2) -> bool:
     return row - margin <= r < row + SQUARE + margin and col - margin <= c < col + SQUARE + margin
 
 
+@pytest.mark.slow
 def test_grad_cam_peak_lies_on_the_deciding_square(square_classifier, tmp_path):
     heat = visualize.grad_cam(square_classifier, _probe(), class_index=1)
     assert heat.shape == (SIZE, SIZE)
@@ -326,6 +327,7 @@ def test_top_activating_patches_over_a_folder(tmp_path):
     assert sorted(w[0] for w in where) == list(range(10))
 
 
+@pytest.mark.slow
 def test_relu_rule_clone_of_a_registry_model_computes_the_same_function():
     import kerascnn
 

@@ -33,6 +33,7 @@ def _x(seed=0):
 
 
 @pytest.mark.parametrize("name,app", PAIRS, ids=[n for n, _ in PAIRS])
+@pytest.mark.slow
 def test_port_from_keras_applications_gives_same_outputs(name, app):
     source = app(weights=None, input_shape=SHAPE, classifier_activation=None)
     target = kerascnn.create_model(name, input_shape=SHAPE, classifier_activation=None)
@@ -49,6 +50,7 @@ def small_pair():
     return source
 
 
+@pytest.mark.slow
 def test_port_by_order_and_its_count_check(small_pair):
     target = kerascnn.create_model("mobilenet_v2", alpha=0.35, input_shape=(32, 32, 3), classes=7)
     port_weights(small_pair, target, by="order")
@@ -59,6 +61,7 @@ def test_port_by_order_and_its_count_check(small_pair):
         port_weights(small_pair, headless, by="order")
 
 
+@pytest.mark.slow
 def test_port_mismatches_name_the_layer(small_pair):
     headless = kerascnn.create_model("mobilenet_v2", alpha=0.35, input_shape=(32, 32, 3), include_top=False)
     with pytest.raises(WeightsMismatchError, match="layer 'predictions' of source model .* has weights but target"):
@@ -70,6 +73,7 @@ def test_port_mismatches_name_the_layer(small_pair):
         port_weights(small_pair, other_classes, by="shape")
 
 
+@pytest.mark.slow
 def test_weights_file_round_trip_and_mismatch(tmp_path):
     model = kerascnn.create_model("resnet18", input_shape=(32, 32, 3), classes=4)
     path = tmp_path / "resnet18.weights.h5"
