@@ -166,7 +166,12 @@ def test_one_faces_object_serves_many_threads(tmp_path):
 
 
 @pytest.mark.slow
-def test_compare_and_open_on_real_faces_with_the_default_model(tmp_path, orl_dir):
+def test_compare_and_open_on_real_faces_with_the_default_model(tmp_path, orl_dir, monkeypatch):
+    from kerascnn.face.gallery import records
+
+    hashed = []
+    real_identity = records.model_identity
+    monkeypatch.setattr(records, "model_identity", lambda *a, **k: hashed.append(1) or real_identity(*a, **k))
     same = face.compare(orl_dir / "s1" / "1.pgm", orl_dir / "s1" / "2.pgm")
     other = face.compare(orl_dir / "s1" / "1.pgm", orl_dir / "s2" / "1.pgm")
     assert same.match and not other.match and same.score > other.score
@@ -179,3 +184,8 @@ def test_compare_and_open_on_real_faces_with_the_default_model(tmp_path, orl_dir
         assert faces.identify(orl_dir / "s2" / "6.pgm").name == "bob"
         stranger = faces.identify(orl_dir / "s30" / "1.pgm")
         assert stranger.name is None and stranger.operating_point["gallery_size"] == 2
+        before = len(hashed)
+        for _ in range(3):  # a service's requests: the weights are hashed once per pipeline, not per call
+            faces.verify("alice", orl_dir / "s1" / "5.pgm")
+            faces.identify(orl_dir / "s2" / "6.pgm")
+        assert len(hashed) == before

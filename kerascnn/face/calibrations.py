@@ -308,9 +308,9 @@ class DecisionThreshold:
 
 
 def _pipeline_calibration(pipeline, kind: str, file) -> CalibrationChoice | None:
-    from kerascnn.face.gallery.records import model_identity
+    from kerascnn.face.gallery.records import pipeline_identity
 
-    return find_calibration(kind, model_identity(pipeline.model), detector_name(pipeline.detector),
+    return find_calibration(kind, pipeline_identity(pipeline), detector_name(pipeline.detector),
                             pipeline.model_spec, file, card=getattr(pipeline, "has_card", False))
 
 

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -216,6 +217,16 @@ class FacePipeline:
         bare = {"alignment": points(DEFAULT_TEMPLATE), "image_size": int(self.model.input_shape[1] or 112),
                 "flip": "none", "box_scales": []}
         return {key: value for key, value in options.items() if value != bare[key]}
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """The gallery's identity of this pipeline's templates
+        (:func:`kerascnn.face.gallery.model_identity` of its model and ``template_options``),
+        computed once: hashing the weights costs tens of milliseconds for dlib's network, too much
+        for every request of a service. A pipeline's model is not trained in place."""
+        from kerascnn.face.gallery.records import model_identity
+
+        return model_identity(self.model, self.template_options)
 
     def detect_and_align(self, image: np.ndarray, source: str = "the image") -> list[tuple[Detection, np.ndarray, str]]:
         """The selected face(s) of one RGB image as ``(detection, crop, alignment_kind)``.

@@ -69,7 +69,11 @@ def model_identity(model: Any, options: dict | None = None) -> dict:
 
 def pipeline_identity(pipeline: Any) -> dict:
     """The :func:`model_identity` of the templates a face pipeline makes: its ``model`` and its
-    ``template_options`` (none for a pipeline without them)."""
+    ``template_options`` (none for a pipeline without them); a pipeline's own cached ``identity``
+    where it has one."""
+    cached = getattr(pipeline, "identity", None)
+    if isinstance(cached, dict):
+        return cached
     return model_identity(pipeline.model, getattr(pipeline, "template_options", None))
 
 
