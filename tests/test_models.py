@@ -17,8 +17,15 @@ from _backends import weight_gradients
 from kerascnn.errors import ImageDataFormatError, InputShapeError, ModelArgumentError, UnknownModelError
 
 
+# JAX runs eagerly op by op, compiling each primitive for each new shape: a whole-step jit costs
+# far less there; on TensorFlow tracing a tf.function per model costs more than running eagerly
+EAGER = keras.backend.backend() != "jax"
+
+
 def _run(model, x):
-    """An eager forward pass (``predict`` would trace a tf.function: slow for one batch)."""
+    """A forward pass: eager (``predict`` would trace a tf.function: slow for one batch), jit on JAX."""
+    if not EAGER:
+        return model.predict(x, batch_size=len(x), verbose=0)
     return keras.ops.convert_to_numpy(model(x, training=False))
 
 
@@ -62,7 +69,7 @@ def test_classifier_forward_gradients_fit_and_keras_round_trip(name, tmp_path):
     assert not dead, f"weights without gradient: {dead[:5]}"
 
     # a few training steps (eager: tracing a train step per model would cost more than the test)
-    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse", run_eagerly=True)
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse", run_eagerly=EAGER)
     history = model.fit(x, np.zeros_like(y), batch_size=1, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
 
