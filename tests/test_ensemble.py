@@ -11,7 +11,7 @@ import pytest
 from _face_helpers import EYES, run_cli, tiny_embedder
 from kerascnn.errors import FaceModelError
 from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
-from kerascnn.face.ensemble import build_fused_model, fused_network, member_crops, member_embeddings
+from kerascnn.face.ensemble import build_fused_model, fit_fusion_weights, fused_network, member_crops, member_embeddings
 from kerascnn.face.gallery import pipeline_identity
 from kerascnn.face.model import load_face_model, load_face_model_card
 from kerascnn.face.pipeline import FacePipeline
@@ -176,3 +176,24 @@ def test_shipped_models_fuse_with_their_own_alignments(lfw_dir, yunet_path, tmp_
     for name in ("dlib", "small"):
         alone = FacePipeline(detector=yunet_path, model=name, select="central").embed_images(images, progress=False)
         np.testing.assert_allclose(members[name], alone.embeddings, atol=1e-5)
+
+
+def test_fit_fusion_weights_finds_the_weight_of_best_tar_at_far():
+    rng = np.random.default_rng(0)
+    # member 0: good at low FAR; member 1: separates on average but a few impostors score very high
+    genuine = np.stack([rng.normal(0.7, 0.1, 2000), rng.normal(0.6, 0.1, 2000)], axis=1)
+    impostor = np.stack([rng.normal(0.0, 0.1, 20000), rng.normal(0.0, 0.1, 20000)], axis=1)
+    impostor[:200, 1] = 0.95  # 1% impostors that member 1 takes for genuine
+    weights, tar = fit_fusion_weights(genuine, impostor, 1e-3, steps=21)
+    assert weights.shape == (2,) and weights.sum() == pytest.approx(1.0)
+    grid = np.linspace(0, 1, 21)
+
+    def tar_of(a):
+        fused_imp = impostor @ [a, 1 - a]
+        limit = np.sort(fused_imp)[-21]  # 20 impostors (FAR 1e-3) may score above it
+        return np.mean(genuine @ [a, 1 - a] > limit)
+
+    assert tar == pytest.approx(max(tar_of(a) for a in grid)) and tar == pytest.approx(tar_of(weights[0]))
+    assert tar > tar_of(0.0) and weights[0] > 0.5
+    with pytest.raises(ValueError, match="m >= 2"):
+        fit_fusion_weights(genuine[:, :1], impostor[:, :1])

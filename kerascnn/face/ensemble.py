@@ -209,3 +209,48 @@ def member_embeddings(card: dict, vectors: np.ndarray) -> dict[str, np.ndarray]:
                                  f"weight {weight}")
         out[str(member["name"])] = unit_vectors(vectors[:, start:stop])
     return out
+
+
+def fit_fusion_weights(genuine: np.ndarray, impostor: np.ndarray, target_far: float = 1e-3,
+                       steps: int = 101) -> tuple[np.ndarray, float]:
+    """The fusion weights of highest true accept rate at a false accept rate, by grid search.
+
+    The fused score of a pair is ``sum_i a_i cos_i`` (:class:`kerascnn.layers.WeightedConcatenation`);
+    every ``a`` on a grid of the simplex (step ``1 / (steps - 1)``) is scored by its TAR at the
+    threshold that accepts at most ``target_far`` of the impostor pairs. Among equally good
+    weights, the one nearest their mean is kept (the middle of a plateau).
+
+    Args:
+        genuine: ``(n_genuine, m)`` the members' cosines of genuine pairs.
+        impostor: ``(n_impostor, m)`` the members' cosines of impostor pairs (at least
+            ``1 / target_far`` of them for the rate to mean anything).
+        target_far: the false accept rate.
+        steps: grid points per member weight (``m = 2``: ``steps`` candidates).
+
+    Returns:
+        ``(weights (m,) summing to 1, their TAR)``.
+
+    Raises:
+        ValueError: arrays of different member counts, fewer than two members, or no pairs.
+    """
+    import itertools
+
+    genuine, impostor = np.asarray(genuine, np.float32), np.asarray(impostor, np.float32)
+    m = genuine.shape[-1]
+    if genuine.ndim != 2 or impostor.ndim != 2 or impostor.shape[1] != m or m < 2 or not len(genuine) \
+            or not len(impostor):
+        raise ValueError(f"fit_fusion_weights needs (n, m) member cosines of genuine and impostor pairs, m >= 2, "
+                         f"got {genuine.shape} and {impostor.shape}")
+    grid = np.array([c + (steps - 1 - sum(c),) for c in itertools.product(range(steps), repeat=m - 1)
+                     if sum(c) <= steps - 1], np.float32) / (steps - 1)
+    accepted = max(int(np.floor(target_far * len(impostor))), 0)  # impostors that may score above the threshold
+    tars = np.empty(len(grid))
+    for i, a in enumerate(grid):
+        fused = impostor @ a
+        # the threshold sits above the (accepted + 1)-th highest impostor score
+        limit = np.partition(fused, len(fused) - accepted - 1)[len(fused) - accepted - 1]
+        tars[i] = np.mean(genuine @ a > limit)
+    best = np.flatnonzero(tars == tars.max())
+    centre = grid[best].mean(0)
+    pick = best[np.argmin(np.linalg.norm(grid[best] - centre, axis=1))]
+    return grid[pick].astype(np.float64), float(tars[pick])
