@@ -267,6 +267,21 @@ def fusion_study(card: dict, vectors: np.ndarray, paths: list[str], left, right,
     return scores, study
 
 
+def write_calibration(out: Path, pairs, paths: list[str], embeddings: np.ndarray, pairs_file: str,
+                      detector: str) -> None:
+    """The 1:1 calibration ``kerascnn calibrate --target-far 1e-3`` gives on these pairs and
+    embeddings (failed images: their pairs rejected), in the card format, written as JSON."""
+    from kerascnn.face.decision import calibrate
+    from kerascnn.face.evaluate import calibration_source, cv_folds, pair_embeddings
+
+    left, right = pair_embeddings(pairs, paths, embeddings)
+    calibration = calibrate(left, right, pairs.same, metric="cosine", target_far=1e-3, folds=cv_folds(pairs.fold))
+    calibration["source"] = calibration_source(pairs_file, len(pairs), int((~np.isfinite(embeddings).all(1)).sum()))
+    calibration["detector"] = detector
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(calibration, indent=2) + "\n")
+
+
 def enrollment_speed(paths: list[str], detector, models: dict, count: int) -> dict:
     """Enrollment of ``count`` photos end to end (read, detect, align, embed, store in a gallery)
     per model, the embedding stage alone, and face_recognition's recipe on the same photos
@@ -323,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusion", action="store_true",
                         help="--model is a fused model: also its members alone and fusion rules fitted on the "
                              "development folds (from the plain YuNet embeddings)")
+    parser.add_argument("--calibration-out", type=Path,
+                        help="write the 1:1 calibration of --model with YuNet (kerascnn calibrate --target-far 1e-3 on "
+                             "the same pairs: card format) to this JSON file")
     parser.add_argument("--speed-count", type=int, default=0,
                         help="also time enrollment of this many photos: --model, --baseline and face_recognition's "
                              "recipe (run under 'taskset -c 1' for one core)")
@@ -372,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 speed[label] = emb["seconds_per_image"][variant]
                 scores = pair_scores(vectors, left, right, "cosine")
                 results[label] = report(scores, pairs.same, pairs.fold, args.develop_folds, args.confirm_folds)
+            if args.calibration_out and name == "yunet" and tag == "" and "plain" in emb["embeddings"]:
+                write_calibration(args.calibration_out, pairs, paths, emb["embeddings"]["plain"], args.pairs, name)
             if args.fusion and name == "yunet" and tag == "" and "plain" in emb["embeddings"]:
                 from kerascnn.face.model import load_face_model_card
 
