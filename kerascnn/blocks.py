@@ -776,3 +776,118 @@ def reduction_b(
     )
     pool = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool")(x)
     return layers.Concatenate(axis=-1, name=name)([branch3, branch7, pool])
+
+
+# --- inception-resnet modules (Szegedy et al. 2016, Inception-ResNet; FaceNet) -------------------
+# TF-slim's conv + BN of Inception-ResNet: no bias, BN without scale, epsilon 1e-3 (as InceptionV3's)
+INCEPTION_RESNET_CONV = _V3_CONV
+# kind: kernels of each branch (the first conv of every branch is 1x1) and Inception-ResNet-v1's widths
+INCEPTION_RESNET_KINDS = {
+    "block35": (((1,), (1, 3), (1, 3, 3)), ((32,), (32, 32), (32, 32, 32))),
+    "block17": (((1,), (1, (1, 7), (7, 1))), ((128,), (128, 128, 128))),
+    "block8": (((1,), (1, (1, 3), (3, 1))), ((192,), (192, 192, 192))),
+}
+
+
+def _branches(x, kernels, widths, name: str, strided_last: bool = False, **conv) -> list:
+    """Parallel chains of conv + BN + ReLU named ``{name}_branch{i}_{j}`` (``i`` and ``j`` from 0 and 1);
+    with ``strided_last`` the last conv of every chain is a 3x3/2 without padding."""
+    outputs = []
+    for i, (branch_kernels, branch_widths) in enumerate(zip(kernels, widths)):
+        y = x
+        for j, (kernel, filters) in enumerate(zip(branch_kernels, branch_widths)):
+            last = strided_last and j == len(branch_kernels) - 1
+            y = conv_bn_act(y, filters, kernel, strides=2 if last else 1, padding="valid" if last else "same",
+                            name=f"{name}_branch{i}_{j + 1}", **conv)
+        outputs.append(y)
+    return outputs
+
+
+def inception_resnet_block(
+    x,
+    kind: str,
+    scale: float,
+    widths: Sequence[Sequence[int]] | None = None,
+    activation: str | None = "relu",
+    name: str = "block",
+    **conv,
+):
+    """An Inception-ResNet module (Szegedy et al. 2016): ``x + scale * up(concat(branches(x)))``.
+
+    ``kind`` names the grid it works on in the paper: ``"block35"`` (Inception-ResNet-A: 1x1;
+    1x1 -> 3x3; 1x1 -> 3x3 -> 3x3), ``"block17"`` (B: 1x1; 1x1 -> 1x7 -> 7x1) or ``"block8"``
+    (C: 1x1; 1x1 -> 1x3 -> 3x1). The branches are conv + BN + ReLU with ``same`` padding;
+    ``up`` is a 1x1 conv back to the input's channels, with a bias and no normalisation, scaled by
+    ``scale`` (residual scaling) before the sum; ``activation`` follows the sum (FaceNet's last
+    block has none). TF-slim's ``block35``, ``block17`` and ``block8``.
+
+    Layer names: ``{name}_branch{i}_{j}`` (conv ``i`` of branch ``j``, as :func:`conv_bn_act`:
+    ``..._conv``, ``..._bn``, ``..._relu``), ``{name}_concat``, ``{name}_up_conv``,
+    ``{name}_scale``; the output is ``{name}_out`` (the activation, after ``{name}_add``, or the
+    sum itself without activation).
+
+    Args:
+        x: input tensor.
+        kind: ``"block35"``, ``"block17"`` or ``"block8"``.
+        scale: residual scale (0.17, 0.10 and 0.20 in Inception-ResNet-v1).
+        widths: channels of each branch's convs; default Inception-ResNet-v1's
+            (:data:`INCEPTION_RESNET_KINDS`).
+        activation: activation after the sum, or ``None``.
+        name: prefix of the layer names.
+        **conv: options of the branch convs (:func:`conv_bn_act`); default TF-slim's
+            (:data:`INCEPTION_RESNET_CONV`); ``batch_norm=False`` gives convs with biases (batch
+            norm folded, as frozen graphs ship).
+
+    Returns:
+        The output tensor, shaped as ``x``.
+
+    Raises:
+        ValueError: unknown ``kind``, or ``widths`` that do not fit its branches.
+    """
+    if kind not in INCEPTION_RESNET_KINDS:
+        raise ValueError(f"inception_resnet_block kind must be one of {tuple(INCEPTION_RESNET_KINDS)}, got {kind!r}")
+    kernels, default_widths = INCEPTION_RESNET_KINDS[kind]
+    widths = default_widths if widths is None else widths
+    if [len(w) for w in widths] != [len(k) for k in kernels]:
+        raise ValueError(f"{name}: {kind} has branches of {[len(k) for k in kernels]} convs, got widths {widths}")
+    conv = {**INCEPTION_RESNET_CONV, **conv}
+    mixed = layers.Concatenate(axis=-1, name=f"{name}_concat")(_branches(x, kernels, widths, name, **conv))
+    up = layers.Conv2D(x.shape[-1], 1, padding="same", name=f"{name}_up_conv")(mixed)
+    up = layers.Rescaling(scale, name=f"{name}_scale")(up)
+    if activation is None:
+        return layers.Add(name=f"{name}_out")([x, up])
+    x = layers.Add(name=f"{name}_add")([x, up])
+    return layers.Activation(activation, name=f"{name}_out")(x)
+
+
+def reduction_block(x, widths: Sequence[Sequence[int]], name: str = "reduction", **conv):
+    """A grid reduction of Inception-v4 / Inception-ResNet: conv branches ending in a 3x3/2 conv,
+    beside a 3x3/2 max pool, concatenated (no padding on the strided ops).
+
+    A branch of one width is a 3x3/2 conv; of two, 1x1 -> 3x3/2; of three, 1x1 -> 3x3 -> 3x3/2.
+    Inception-ResNet-v1's reduction A is ``((384,), (192, 192, 256))`` (TF-slim's
+    ``reduction_a(net, 192, 192, 256, 384)``), its reduction B ``((256, 384), (256, 256),
+    (256, 256, 256))``.
+
+    Layer names: ``{name}_branch{i}_{j}`` (as :func:`conv_bn_act`), ``{name}_pool``, ``{name}_concat``.
+
+    Args:
+        x: input tensor.
+        widths: channels of each conv branch's convs (1 to 3 each).
+        name: prefix of the layer names.
+        **conv: options of the convs (:func:`conv_bn_act`); default TF-slim's
+            (:data:`INCEPTION_RESNET_CONV`).
+
+    Returns:
+        The concatenated output tensor: ``(size - 3) // 2 + 1`` on each side,
+        ``channels + sum(branch[-1])`` channels.
+
+    Raises:
+        ValueError: a branch of no or more than three convs.
+    """
+    if not widths or any(not 1 <= len(w) <= 3 for w in widths):
+        raise ValueError(f"{name}: every reduction branch has 1 to 3 convs, got widths {widths}")
+    kernels = [((3,), (1, 3), (1, 3, 3))[len(w) - 1] for w in widths]
+    outputs = _branches(x, kernels, widths, name, strided_last=True, **{**INCEPTION_RESNET_CONV, **conv})
+    pool = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool")(x)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([*outputs, pool])

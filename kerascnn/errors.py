@@ -53,6 +53,11 @@ class DlibFormatError(KerasCNNError, ValueError):
     """A file that is not a dlib network this reader knows, or is truncated (the message gives the byte)."""
 
 
+class FrozenGraphError(KerasCNNError, ValueError):
+    """A file that is not a TensorFlow frozen graph (``GraphDef``) this reader knows: it does not
+    parse, or lacks the nodes of the network it should hold (the message names the first missing)."""
+
+
 class ImageReadError(KerasCNNError, OSError):
     """A file that cannot be read as an image; the message names the file."""
 

@@ -213,3 +213,24 @@ class WeightedConcatenation(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "fusion_weights": list(self.fusion_weights)}
+
+
+class PerImageStandardization(layers.Layer):
+    """Each image standardised over all its pixels and channels: ``(x - mean) / max(std, 1 / sqrt(n))``.
+
+    ``tf.image.per_image_standardization``, and FaceNet's ``prewhiten`` (David Sandberg's
+    ``facenet.prewhiten``: ``n`` is the image's number of values, the standard deviation the
+    population one), as a backend-neutral layer without weights. Computed in float32, returned
+    in the compute dtype; any input range (FaceNet's models take 0..255).
+    """
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        axes = tuple(range(1, len(inputs.shape)))
+        mean = ops.mean(x, axis=axes, keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=axes, keepdims=True))
+        count = ops.cast(ops.prod(ops.shape(x)[1:]), "float32")
+        return ops.cast((x - mean) / ops.maximum(std, ops.rsqrt(count)), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -237,3 +237,56 @@ def test_blocks_round_trip_through_keras_file(tmp_path):
     m.save(tmp_path / "blocks.keras")
     loaded = keras.saving.load_model(tmp_path / "blocks.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+
+
+def test_inception_resnet_block_is_input_plus_scaled_up_projection():
+    """x + scale * up(concat(branches)): with the branches' output fixed, the block is that sum."""
+    m = _model(blocks.inception_resnet_block, shape=(5, 5, 16), kind="block17", scale=0.1,
+               widths=((4,), (4, 4, 6)), name="b")
+    assert m.output.shape == (None, 5, 5, 16) and m.layers[-1].name == "b_out"
+    assert m.get_layer("b_branch1_2_conv").kernel.shape == (1, 7, 4, 4)
+    assert m.get_layer("b_branch1_3_conv").kernel.shape == (7, 1, 4, 6)
+    assert not m.get_layer("b_branch0_1_bn").scale and m.get_layer("b_branch0_1_bn").epsilon == 1e-3
+    x = np.random.default_rng(0).normal(size=(2, 5, 5, 16)).astype("float32")
+    mixed = keras.Model(m.input, m.get_layer("b_concat").output)(x)
+    up = m.get_layer("b_up_conv")
+    expected = np.maximum(x + 0.1 * (np.asarray(mixed) @ np.asarray(up.kernel)[0, 0] + np.asarray(up.bias)), 0)
+    np.testing.assert_allclose(np.asarray(m(x)), expected, atol=1e-5)
+    linear = _model(blocks.inception_resnet_block, shape=(3, 3, 8), kind="block8", scale=1.0, activation=None,
+                    batch_norm=False, name="c")
+    assert "c_add" not in [l.name for l in linear.layers] and linear.layers[-1].name == "c_out"
+    assert linear.get_layer("c_branch1_1_conv").use_bias and "c_branch1_1_bn" not in [l.name for l in linear.layers]
+    with pytest.raises(ValueError, match=r"kind must be one of \('block35', 'block17', 'block8'\), got 'block9'"):
+        _model(blocks.inception_resnet_block, kind="block9", scale=1.0)
+    with pytest.raises(ValueError, match=r"block35 has branches of \[1, 2, 3\] convs"):
+        _model(blocks.inception_resnet_block, kind="block35", scale=1.0, widths=((4,), (4,)))
+
+
+def test_reduction_block_branches_and_sizes():
+    """Inception-ResNet-v1's reduction B: three conv branches ending 3x3/2 valid, and a max pool."""
+    m = _model(blocks.reduction_block, shape=(9, 9, 8), widths=((4, 6), (4, 5), (4, 4, 3)), name="r")
+    assert m.output.shape == (None, 4, 4, 6 + 5 + 3 + 8)
+    kernels = {l.name: l.kernel.shape[:2] for l in m.layers if isinstance(l, layers.Conv2D)}
+    assert kernels == {"r_branch0_1_conv": (1, 1), "r_branch0_2_conv": (3, 3), "r_branch1_1_conv": (1, 1),
+                       "r_branch1_2_conv": (3, 3), "r_branch2_1_conv": (1, 1), "r_branch2_2_conv": (3, 3),
+                       "r_branch2_3_conv": (3, 3)}
+    assert [m.get_layer(n).strides[0] for n in ("r_branch0_2_conv", "r_branch2_2_conv", "r_branch2_3_conv")] == [2, 1, 2]
+    single = _model(blocks.reduction_block, shape=(9, 9, 8), widths=((4,),), name="s")
+    assert single.get_layer("s_branch0_1_conv").kernel.shape == (3, 3, 8, 4) and single.output.shape[1] == 4
+    with pytest.raises(ValueError, match="every reduction branch has 1 to 3 convs"):
+        _model(blocks.reduction_block, widths=((1, 2, 3, 4),))
+
+
+def test_per_image_standardization_is_facenets_prewhiten(tmp_path):
+    """FaceNet's prewhiten (NumPy, population std, floored at 1/sqrt(n)), image by image."""
+    from kerascnn.layers import PerImageStandardization
+
+    x = np.random.default_rng(0).uniform(0, 255, size=(3, 6, 5, 3)).astype("float32")
+    x[2] = 7.0  # a flat image: std 0, floored
+    expected = [(im - im.mean()) / max(im.std(), 1 / np.sqrt(im.size)) for im in x.astype(np.float64)]
+    inputs = keras.Input((6, 5, 3))
+    model = keras.Model(inputs, PerImageStandardization(name="p")(inputs))
+    np.testing.assert_allclose(np.asarray(model(x)), np.stack(expected), atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=0)

@@ -27,7 +27,7 @@ OUTPUT_CHANNELS = {"yolo_v1": lambda classes: 2 * 5 + classes}  # S x S x (B * 5
 # the fast lane (pytest -m "not slow") keeps one small model per family; CI runs them all
 HEAVY = {"resnet101", "resnet152", "resnet101_v2", "resnet152_v2", "densenet169", "densenet201", "vgg19",
          "densenet121", "inception_v3", "se_resnet50", "resnet50_v2", "resnet50", "resnet34", "yolo_v1", "unet",
-         "mobilenet_v2", "vgg13", "vgg16"}
+         "mobilenet_v2", "vgg13", "vgg16", "inception_resnet_v1"}
 # one model per family for the pooling options (the pooling code is shared by every builder)
 POOLING_MODELS = ["lenet5", "alexnet", "vgg11", "resnet18", "resnet50_v2", "densenet121", "mobilenet",
                   "mobilenet_v2", "googlenet", "inception_v3", "unet"]

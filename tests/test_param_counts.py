@@ -112,3 +112,31 @@ def test_yolo_v1_paper_count():
     model = kerascnn.create_model("yolo_v1")
     assert model.output_shape == (None, 7, 7, 30)
     assert model.count_params() == count == 271_703_550
+
+
+@pytest.mark.slow
+def test_inception_resnet_v1_facenet_count():
+    """David Sandberg's TF-slim Inception-ResNet-v1 (davidsandberg/facenet,
+    src/models/inception_resnet_v1.py, with the Bottleneck of its training scripts) read conv by conv
+    and written out flat here, independently of the model's tables. Every conv has TF-slim's batch
+    norm without scale: its variables beta, moving mean and moving variance (3 per channel, as Keras
+    counts them), except each block's 1x1 up-projection (bias, no BN); the 1792 -> 512 bottleneck has no
+    bias and a BN. 23,497,424 variables at inference (the Logits layer of training left out)."""
+    bn_convs = [(9, 3, 32), (9, 32, 32), (9, 32, 64), (1, 64, 80), (9, 80, 192), (9, 192, 256)]
+    bn_convs += [(1, 256, 32), (1, 256, 32), (9, 32, 32), (1, 256, 32), (9, 32, 32), (9, 32, 32)] * 5
+    bn_convs += [(9, 256, 384), (1, 256, 192), (9, 192, 192), (9, 192, 256)]  # Mixed_6a
+    bn_convs += [(1, 896, 128), (1, 896, 128), (7, 128, 128), (7, 128, 128)] * 10
+    bn_convs += [(1, 896, 256), (9, 256, 384), (1, 896, 256), (9, 256, 256), (1, 896, 256), (9, 256, 256),
+                 (9, 256, 256)]  # Mixed_7a
+    bn_convs += [(1, 1792, 192), (1, 1792, 192), (3, 192, 192), (3, 192, 192)] * 6
+    up = [(96, 256)] * 5 + [(256, 896)] * 10 + [(384, 1792)] * 6
+    count = sum(k * c_in * c_out + 3 * c_out for k, c_in, c_out in bn_convs)
+    count += sum(c_in * c_out + c_out for c_in, c_out in up) + 1792 * 512 + 3 * 512
+    assert count == 23_497_424
+    model = kerascnn.create_model("inception_resnet_v1", classes=10)
+    embedding = keras.Model(model.inputs, model.get_layer("bottleneck_bn").output)
+    assert embedding.count_params() == count
+    assert model.count_params() == count + 513 * 10  # the classifier on the 512-d bottleneck
+    # batch norm folded into the convs (FaceNet's frozen graph): a bias in place of 3 BN weights
+    folded = kerascnn.create_model("inception_resnet_v1", classes=10, folded_bn=True)
+    assert folded.count_params() == model.count_params() - 2 * sum(c for _, _, c in bn_convs)

@@ -7,7 +7,7 @@ traceback; with ``--json`` the error is one JSON object ``{"error": ..., "type":
 
 - :mod:`kerascnn.cli.app`: the parser, :func:`main` and the error reporting
 - :mod:`kerascnn.cli.models`: ``models``, ``summary``, ``train``
-- :mod:`kerascnn.cli.facetrain`: ``train-face``, ``finetune-face``, ``convert-dlib``
+- :mod:`kerascnn.cli.facetrain`: ``train-face``, ``finetune-face``, ``convert-dlib``, ``convert-facenet``
 - :mod:`kerascnn.cli.gallery`: ``enroll``, ``list``, ``remove``, ``rename``, ``export``, ``import``
 - :mod:`kerascnn.cli.face`: ``verify``, ``identify``, ``calibrate``, ``evaluate``, ``demo``
 - :mod:`kerascnn.cli.serve`: ``serve``, ``keys`` (the face service, :mod:`kerascnn.serve`)

