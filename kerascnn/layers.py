@@ -215,6 +215,7 @@ class WeightedConcatenation(layers.Layer):
         return {**super().get_config(), "fusion_weights": list(self.fusion_weights)}
 
 
+@keras.saving.register_keras_serializable(package="kerascnn")
 class PerImageStandardization(layers.Layer):
     """Each image standardised over all its pixels and channels: ``(x - mean) / max(std, 1 / sqrt(n))``.
 
