@@ -12,7 +12,7 @@ For every image of the pairs (LFW folds 1-7 by default: the 4,200 development pa
   dlib's 150x150 chip (padding 0.25) and dlib's descriptor, compared by Euclidean distance as
   face_recognition does. ``--recipe-descriptor dlib`` (default) calls dlib's own
   ``compute_face_descriptor``; ``port`` computes the same descriptor with kerascnn's port, which
-  equals dlib's within 1e-6 (tests/test_dlib_resnet.py) and is 20x faster.
+  equals dlib's within 1e-6 (tests/test_dlib_resnet.py) and is 20x faster (batched, 200 chips at a time).
 
 An image without a face scores its pairs as failed comparisons (the worst score: a genuine
 pair is rejected, an impostor pair is rejected), for every method alike. For each method it
@@ -73,8 +73,11 @@ def recipe_descriptors(paths: list[str], descriptor: str, cache: Path | None, pr
 
         import kerascnn
 
+        import tensorflow as tf
+
         port = kerascnn.create_model("dlib_resnet29", weights="dlib")
-        port = keras.Model(port.input, port.output)
+        port = tf.function(keras.Model(port.input, port.output), reduce_retracing=True)
+    chips = {}  # the port's chips, described in batches at each checkpoint (one image at a time is 6x slower)
     todo = [p for p in paths if p not in done]
     start = time.perf_counter()
     iterator = todo
@@ -93,9 +96,13 @@ def recipe_descriptors(paths: list[str], descriptor: str, cache: Path | None, pr
             if net is not None:
                 vector = np.asarray(net.compute_face_descriptor(rgb, landmarks), np.float32)
             else:
-                chip = np.asarray(dlib.get_face_chip(rgb, landmarks, size=150, padding=0.25), np.float32)
-                vector = np.asarray(port(chip[None], training=False))[0]
+                chips[path] = np.asarray(dlib.get_face_chip(rgb, landmarks, size=150, padding=0.25), np.float32)
         done[path] = vector
+        if chips and (i % 200 == 199 or i == len(todo) - 1):
+            names = list(chips)
+            stack = np.stack([chips.pop(n) for n in names])
+            vectors = np.concatenate([np.asarray(port(stack[j:j + 64])) for j in range(0, len(stack), 64)])
+            done.update(zip(names, vectors.astype(np.float32)))
         if cache is not None and (i % 200 == 199 or i == len(todo) - 1):
             cache.parent.mkdir(parents=True, exist_ok=True)
             keys = sorted(done)

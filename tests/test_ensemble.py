@@ -197,3 +197,50 @@ def test_fit_fusion_weights_finds_the_weight_of_best_tar_at_far():
     assert tar > tar_of(0.0) and weights[0] > 0.5
     with pytest.raises(ValueError, match="m >= 2"):
         fit_fusion_weights(genuine[:, :1], impostor[:, :1])
+
+
+def test_model_fused_says_how_to_build_it(capsys, kerascnn_home):
+    with pytest.raises(FaceModelError, match=r"face model 'fused' is not converted yet: .*fused\.keras does not exist; "
+                                             r"run `kerascnn convert-facenet && kerascnn build-fused` to write it"):
+        load_face_model("fused")
+    code, out, err = run_cli(capsys, "build-fused")  # FaceNet not converted: one line, nothing written
+    assert code == 2 and err.count("\n") == 1 and "kerascnn convert-facenet" in err
+    assert not (kerascnn_home / "models").exists()
+
+
+def test_build_fused_refuses_another_facenet(capsys, kerascnn_home):
+    import shutil
+
+    from kerascnn.face.model import FACE_MODELS
+
+    models = kerascnn_home / "models"
+    models.mkdir()
+    shutil.copy(FACE_MODELS["small"], models / "facenet.keras")  # a network that is not FaceNet
+    code, _, err = run_cli(capsys, "build-fused")
+    assert code == 2 and err.count("\n") == 1 and "not those the fused model was measured with" in err
+    assert sorted(p.name for p in models.iterdir()) == ["facenet.keras"]
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_build_fused_from_the_converted_facenet(capsys, kerascnn_home, lfw_dir, yunet_path):
+    from kerascnn.face.ensemble import FUSED_RECIPE
+    from kerascnn.face.facenet import graph_file
+
+    try:
+        graph_file()
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc} (pip install -e '.[dev]')")
+    assert run_cli(capsys, "convert-facenet")[0] == 0
+    code, out, _ = run_cli(capsys, "build-fused")
+    assert code == 0 and out.strip().endswith("use it with --model fused")
+    recipe = json.loads(FUSED_RECIPE.read_text())
+    card = load_face_model_card("fused")
+    assert [(m["model"], m["weight"]) for m in card["members"]] == [(m["model"], m["weight"]) for m in recipe["members"]]
+    assert card["calibration"] == recipe["calibration"] and card["members"][1]["size"] == 160
+    images = [str(lfw_dir / rel) for rel in EYES[:2]]
+    batch = FacePipeline(detector=yunet_path, model="fused").embed_images(images, progress=False)
+    members = member_embeddings(card, batch.embeddings)
+    for name in ("dlib", "facenet"):
+        alone = FacePipeline(detector=yunet_path, model=name).embed_images(images, progress=False).embeddings
+        np.testing.assert_allclose(members[name], alone, atol=1e-5)
