@@ -197,3 +197,28 @@ def test_fit_fusion_weights_finds_the_weight_of_best_tar_at_far():
     assert tar > tar_of(0.0) and weights[0] > 0.5
     with pytest.raises(ValueError, match="m >= 2"):
         fit_fusion_weights(genuine[:, :1], impostor[:, :1])
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_dlib_and_the_converted_facenet_fuse(capsys, kerascnn_home, lfw_dir, yunet_path, tmp_path):
+    from kerascnn.face.facenet import graph_file
+
+    try:
+        graph_file()
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc} (pip install -e '.[dev]')")
+    assert run_cli(capsys, "convert-facenet")[0] == 0
+    out = build_fused_model(["dlib", "facenet"], [0.95, 0.05], tmp_path / "fused.keras")
+    card = load_face_model_card(out)
+    assert [(m["name"], m["size"], m["embedding_dim"]) for m in card["members"]] == [("dlib", 150, 128),
+                                                                                    ("facenet", 160, 512)]
+    images = [str(lfw_dir / rel) for rel in EYES[:2]]
+    batch = FacePipeline(detector=yunet_path, model=out).embed_images(images, progress=False)
+    members = member_embeddings(card, batch.embeddings)
+    alone = {name: FacePipeline(detector=yunet_path, model=name).embed_images(images, progress=False).embeddings
+             for name in ("dlib", "facenet")}
+    for name, embeddings in alone.items():
+        np.testing.assert_allclose(members[name], embeddings, atol=1e-5)
+    expected = 0.95 * alone["dlib"] @ alone["dlib"].T + 0.05 * alone["facenet"] @ alone["facenet"].T
+    np.testing.assert_allclose(batch.embeddings @ batch.embeddings.T, expected, atol=1e-5)
