@@ -182,6 +182,8 @@ def compare(args, found: dict, pair_list, template) -> dict:
     candidates = {"mtcnn_crop": None, **{f"template_x{s:g}": scaled(template, s) for s in args.scales}}
     results = {}
     for name, candidate in candidates.items():
+        if args.candidates and name not in args.candidates:
+            continue
         vectors = embeddings(model, name, candidate, paths, found, args.cache)
         scores = pair_scores(vectors, left, right, "cosine")
         figures = report(scores, same, fold, args.develop_folds, args.confirm_folds)
@@ -205,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the fitted template (written by fit, read by compare)")
     parser.add_argument("--model", default="facenet", help="the converted FaceNet model (compare)")
     parser.add_argument("--pairs-per-fold", type=int, default=60, help="pairs of each fold to score (compare)")
+    parser.add_argument("--confirm-pairs", type=int, default=None,
+                        help="pairs of each confirmation fold to score (default --pairs-per-fold)")
+    parser.add_argument("--candidates", nargs="+", default=None,
+                        help="score only these candidates (mtcnn_crop, template_x<scale>; default all)")
     parser.add_argument("--develop-folds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--confirm-folds", type=int, nargs="+", default=[7])
     parser.add_argument("--scales", type=float, nargs="+", default=[0.92, 1.0, 1.08])
@@ -233,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [(str(a), str(b), bool(s), f - 1) for a, b, s, k in zip(pairs.left, pairs.right, pairs.same, pairs.fold)
                 if k == f - 1]
         matched, mismatched = [r for r in rows if r[2]], [r for r in rows if not r[2]]
-        half = args.pairs_per_fold // 2
+        per_fold = (args.confirm_pairs or args.pairs_per_fold) if f in args.confirm_folds else args.pairs_per_fold
+        half = per_fold // 2
         pair_list += matched[:half] + mismatched[:half]
     found = detections(sorted({p for r in pair_list for p in r[:2]}), args.detector_model,
                        args.cache / "detections.json")

@@ -80,7 +80,7 @@ def read_graph_def(path: str | os.PathLike):
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())
-    except (DecodeError, RuntimeWarning, ValueError) as exc:
+    except (DecodeError, ValueError) as exc:
         raise FrozenGraphError(f"{path} is not a TensorFlow frozen graph (GraphDef): {exc}") from exc
     if not graph_def.node:
         raise FrozenGraphError(f"{path} is not a TensorFlow frozen graph: it parses to a graph without nodes")
