@@ -138,7 +138,9 @@ def kerascnn_embeddings(paths: list[str], detector, model: str, variants: dict, 
     from kerascnn.face.pipeline import FacePipeline
 
     memo = memo or _Memo(detector)
-    out, seconds, kinds, detect = {}, {}, {}, None
+    out, seconds, kinds = {}, {}, {}
+    # detections another model already made (a shared memo) still count in this model's time
+    detect = memo.seconds / max(1, len(paths)) if memo.seconds else None
     for name, options in variants.items():
         pipeline = FacePipeline(detector=memo, model=model, select="central", **options)
         key = hashlib.sha256(json.dumps([pipeline_identity(pipeline), str(detector), paths]).encode()).hexdigest()
