@@ -164,6 +164,58 @@ class ZeroPadAdd(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerascnn")
+class WeightedConcatenation(layers.Layer):
+    """Concatenate vectors, each scaled to unit length and then by ``sqrt(weight_i)``.
+
+    With weights ``a_i >= 0`` summing to 1, the output is a unit vector, and the cosine (dot
+    product) of two outputs is exactly ``sum_i a_i cos_i``: the weighted mean of the inputs'
+    cosines. This is how a fused face model concatenates its members' embeddings
+    (:mod:`kerascnn.face.ensemble`). The scales are a non-trainable weight, so a model's weights
+    (and a gallery's model identity) cover them.
+
+    Args:
+        fusion_weights: one weight per input, ``>= 0``, not all zero; normalised to sum 1.
+
+    Raises:
+        ValueError: fewer than one weight, a negative or non-finite weight, or all zero.
+    """
+
+    def __init__(self, fusion_weights, **kwargs):
+        super().__init__(**kwargs)
+        import math
+
+        values = [float(w) for w in fusion_weights]
+        if not values or any(not math.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
+            raise ValueError(f"WeightedConcatenation: fusion_weights must be finite, >= 0 and not all zero, "
+                             f"got {list(fusion_weights)}")
+        self.fusion_weights = [w / sum(values) for w in values]
+
+    def build(self, input_shape):
+        if len(input_shape) != len(self.fusion_weights):
+            raise ValueError(f"WeightedConcatenation: {len(self.fusion_weights)} fusion weights for "
+                             f"{len(input_shape)} inputs")
+        self.scales = self.add_weight(
+            shape=(len(self.fusion_weights),), name="scales", dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant([w ** 0.5 for w in self.fusion_weights]),
+        )
+
+    def call(self, inputs):
+        parts = []
+        for i, x in enumerate(inputs):
+            x = ops.cast(x, "float32")
+            norm = ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+            parts.append(x / norm * self.scales[i])
+        return ops.cast(ops.concatenate(parts, axis=-1), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        dims = [s[-1] for s in input_shape]
+        return (input_shape[0][0], None if None in dims else sum(dims))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fusion_weights": list(self.fusion_weights)}
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
 class PerImageStandardization(layers.Layer):
     """Each image standardised over all its pixels and channels: ``(x - mean) / max(std, 1 / sqrt(n))``.
 

@@ -20,7 +20,8 @@ Names load on first use (``kerascnn.face.FacePipeline`` imports TensorFlow only 
 
 Modules without lazy exports: :mod:`kerascnn.face.calibrations` (which threshold a decision uses),
 :mod:`kerascnn.face.evaluate` (the pipeline measured and calibrated on pairs files and identity
-folders) and :mod:`kerascnn.face.demo` (the ORL enroll-and-decide demo).
+folders), :mod:`kerascnn.face.ensemble` (fused models: several embedders, each with its own
+alignment, as one) and :mod:`kerascnn.face.demo` (the ORL enroll-and-decide demo).
 """
 
 from __future__ import annotations

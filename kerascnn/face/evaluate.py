@@ -96,15 +96,31 @@ def embed_pairs(pipeline, pairs_file: str | os.PathLike, images: str | os.PathLi
         pairs = pairs.select(np.isin(pairs.fold, wanted))
     paths = sorted(set(pairs.left) | set(pairs.right))
     batch = pipeline.embed_images(paths, progress=progress)
+    left, right = pair_embeddings(pairs, paths, batch.embeddings, missing)
+    return PairEmbeddings(pairs, left, right, batch)
+
+
+def pair_embeddings(pairs, paths: Sequence[str], embeddings: np.ndarray, missing: str = "reject") -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings ``(left, right)`` of each pair, from those of its images.
+
+    Args:
+        pairs: a :class:`kerascnn.data.lfw.PairList`.
+        paths: the image of each row of ``embeddings``.
+        embeddings: ``(n, d)``; NaN rows: no face.
+        missing: as :func:`embed_pairs`.
+
+    Returns:
+        Two ``(n_pairs, d)`` arrays.
+    """
     row = {p: i for i, p in enumerate(paths)}
-    left = batch.embeddings[[row[p] for p in pairs.left]]
-    right = batch.embeddings[[row[p] for p in pairs.right]]
+    left = embeddings[[row[p] for p in pairs.left]]
+    right = embeddings[[row[p] for p in pairs.right]]
     if missing == "reject":  # the worst score: a genuine pair is falsely rejected, an impostor rejected
-        worst = np.zeros(batch.embeddings.shape[1], np.float32)
+        worst = np.zeros(embeddings.shape[1], np.float32)
         worst[0] = 1.0
         bad = ~np.isfinite(left).all(1) | ~np.isfinite(right).all(1)
         left[bad], right[bad] = worst, -worst
-    return PairEmbeddings(pairs, left, right, batch)
+    return left, right
 
 
 def cv_folds(fold_ids: np.ndarray):
@@ -166,9 +182,13 @@ def calibrate_pairs_file(pipeline, pairs_file: str | os.PathLike, images: str | 
     calibration = calibrate(embedded.left, embedded.right, pairs.same, metric=metric, target_far=target_far,
                             folds=cv_folds(pairs.fold), roc_path=roc_path)
     failures = embedded.failures()
-    calibration["source"] = (f"kerascnn calibrate on {pairs_file} ({len(pairs)} pairs; "
-                             f"{failures['failure_to_detect']} images without a face, pairs {missing}ed)")
+    calibration["source"] = calibration_source(pairs_file, len(pairs), failures["failure_to_detect"], missing)
     return Measurement(calibration, _pairs_dataset(pairs_file, folds), failures, pairs.fold)
+
+
+def calibration_source(pairs_file, pairs: int, no_face: int, missing: str = "reject") -> str:
+    """The ``source`` line of a 1:1 calibration measured on a pairs file."""
+    return f"kerascnn calibrate on {pairs_file} ({pairs} pairs; {no_face} images without a face, pairs {missing}ed)"
 
 
 def calibrate_identity_folder(pipeline, folder: str | os.PathLike, *, people_file: str | os.PathLike | None = None,

@@ -131,10 +131,11 @@ def load_face_model(path: str | os.PathLike | None = None) -> keras.Model:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         raise FaceModelError(f"cannot load face model {path}: {exc}") from exc
-    if len(model.input_shape) != 4 or model.input_shape[-1] != 3 or len(model.output_shape) != 2:
+    shapes = [tuple(x.shape) for x in model.inputs]  # a fused model has one input per member
+    if any(len(s) != 4 or s[-1] != 3 for s in shapes) or len(model.outputs) != 1 or len(model.output_shape) != 2:
         raise FaceModelError(
-            f"face model {path} must map (batch, h, w, 3) images to (batch, dim) vectors, "
-            f"got {model.input_shape} -> {model.output_shape}"
+            f"face model {path} must map (batch, h, w, 3) images (one input per member for a fused model) to "
+            f"(batch, dim) vectors, got {model.input_shape} -> {model.output_shape}"
         )
     return model
 

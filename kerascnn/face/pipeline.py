@@ -85,12 +85,13 @@ class FaceBatch:
         embeddings: ``(n, d)`` float32; rows of failed results are NaN (use :attr:`ok`).
         results: one :class:`FaceResult` per row, in input order (with ``select="all"`` an input
             may give several rows; every input gives at least one).
-        crops: the aligned crops ``(n, s, s, 3)`` uint8 when asked for (``keep_crops=True``).
+        crops: the aligned crops ``(n, s, s, 3)`` uint8 when asked for (``keep_crops=True``); for a
+            fused model (several inputs), a tuple of such arrays, one per member input.
     """
 
     embeddings: np.ndarray
     results: list[FaceResult]
-    crops: np.ndarray | None = None
+    crops: np.ndarray | tuple[np.ndarray, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.results)
@@ -113,7 +114,7 @@ class _Item:
     """A face in flight: its result and its aligned crop."""
 
     result: FaceResult
-    crop: np.ndarray | None = field(default=None, repr=False)
+    crop: np.ndarray | tuple[np.ndarray, ...] | None = field(default=None, repr=False)  # a tuple: one per input
     extra: list = field(default_factory=list, repr=False)  # more crops of the same face (box scales)
 
 
@@ -143,15 +144,19 @@ class FacePipeline:
         model: a Keras embedding model, a ``.keras`` path, or None for the default face model
             (:func:`kerascnn.face.model.load_face_model`). It takes aligned RGB crops, float32
             0..255, of size ``model.input_shape[1:3]``; its outputs are L2-normalized here again
-            (a no-op for unit-vector models, a safety for others).
+            (a no-op for unit-vector models, a safety for others). A fused model
+            (:mod:`kerascnn.face.ensemble`) takes one crop per member, each aligned on that
+            member's template at its size (its card's ``members``), and is one model to every tool.
         select: which face of an image to keep: ``"largest"``, ``"central"`` or ``"all"``.
         single: require exactly one face per image (several: :class:`MultipleFacesError`).
-        image_size: side of the aligned crop; default the model's input size.
+        image_size: side of the aligned crop; default the model's input size (a fused model's
+            members keep their own sizes).
         batch_size: crops per model call.
         max_pixels: images above this many pixels are refused (:class:`ImageTooLargeError`).
         alignment: where the face's points go in the crop (an
             :class:`kerascnn.face.align.AlignmentTemplate`); default the one in the model's card
-            when the model is given by name or path, else the InsightFace template.
+            when the model is given by name or path, else the InsightFace template. For a fused
+            model, a sequence of templates (one per member input); default its card's members'.
         flip: test-time flip, the mean of the embeddings of a crop and of its mirror image:
             ``"all"`` faces (or True), ``"coarse"`` (only faces aligned without five landmarks:
             Haar's eyes or box) or ``"none"`` (or False); default the card's ``test_time_flip``
@@ -178,7 +183,17 @@ class FacePipeline:
 
         given = hasattr(model, "input_shape")  # a Keras model has no card; a name or path has its card's options
         card = {} if given else inference_card(model)
-        self.alignment = alignment or alignment_of(card, "" if given else str(card_path(model)))
+        where = "" if given else str(card_path(model))
+        # a fused model: (size, template) of each member input; None for a single model
+        self.members = None
+        if len(self.model.inputs) > 1:
+            from kerascnn.face.ensemble import member_crops
+
+            if image_size is not None:
+                raise ValueError("image_size applies to a single model; a fused model's members have their own sizes")
+            self.members = member_crops(self.model, card, alignment, where)
+            alignment = self.members[0][1]
+        self.alignment = alignment or alignment_of(card, where)
         if flip is None:
             flip = card.get("test_time_flip", "none")
         self.flip = {True: "all", False: "none"}.get(flip, flip)
@@ -187,7 +202,7 @@ class FacePipeline:
         if box_scales is None:
             box_scales = card.get("box_scales", ())
         self.box_scales = tuple(float(v) for v in box_scales if float(v) != 1.0)
-        shape = self.model.input_shape
+        shape = tuple(self.model.inputs[0].shape)
         if len(shape) != 4 or shape[-1] not in (1, 3):
             raise FaceModelError(f"the embedding model must take (batch, size, size, 1 or 3) images, got input shape {shape}")
         self.image_size = int(image_size or shape[1] or 112)
@@ -214,9 +229,12 @@ class FacePipeline:
 
         options = {"alignment": points(self.alignment), "image_size": self.image_size, "flip": self.flip,
                    "box_scales": list(self.box_scales)}
-        bare = {"alignment": points(DEFAULT_TEMPLATE), "image_size": int(self.model.input_shape[1] or 112),
+        bare = {"alignment": points(DEFAULT_TEMPLATE), "image_size": int(self.model.inputs[0].shape[1] or 112),
                 "flip": "none", "box_scales": []}
-        return {key: value for key, value in options.items() if value != bare[key]}
+        if self.members is not None:  # every member's crop (the fusion weights are among the model's weights)
+            del options["alignment"], options["image_size"]
+            options["members"] = [{"alignment": points(t), "image_size": size} for size, t in self.members]
+        return {key: value for key, value in options.items() if key not in bare or value != bare[key]}
 
     @functools.cached_property
     def identity(self) -> dict:
@@ -240,8 +258,14 @@ class FacePipeline:
         """``(faces found, the selected faces as detect_and_align gives them)``."""
         detections = self.detector(image)
         faces = select_faces(detections, image.shape, self.select, source=source, single=self.single)
-        return len(detections), [(face, *align_detection(image, face, self.image_size, self.alignment))
-                                 for face in faces]
+        return len(detections), [(face, *self._align(image, face)) for face in faces]
+
+    def _align(self, image: np.ndarray, face: Detection) -> tuple[np.ndarray | tuple[np.ndarray, ...], str]:
+        """``(crop, alignment kind)`` of one face; a fused model's crop is a tuple, one per member."""
+        if self.members is None:
+            return align_detection(image, face, self.image_size, self.alignment)
+        aligned = [align_detection(image, face, size, template) for size, template in self.members]
+        return tuple(crop for crop, _ in aligned), aligned[0][1]
 
     def _box_crops(self, image: np.ndarray, face: Detection, kind: str) -> list[np.ndarray]:
         """Crops of the face's box scaled by :attr:`box_scales` (none for 5-landmark alignment)."""
@@ -251,43 +275,49 @@ class FacePipeline:
         crops = []
         for scale in self.box_scales:
             box = (x + w * (1 - scale) / 2, y + h * (1 - scale) / 2, w * scale, h * scale)
-            crops.append(align_detection(image, Detection(box, angle=face.angle), self.image_size, self.alignment)[0])
+            crops.append(self._align(image, Detection(box, angle=face.angle))[0])
         return crops
 
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Unit embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``,
-        batched; with ``flip="all"`` each is the mean with its mirror image's."""
+    def embed_crops(self, crops) -> np.ndarray:
+        """Unit embeddings ``(n, d)`` float32 of aligned ``uint8`` or float crops ``(n, s, s, 3)``
+        (a fused model: a sequence of such arrays, one per member input), batched; with
+        ``flip="all"`` each is the mean with its mirror image's."""
         emb = self._embed(crops)
         if self.flip == "all" and len(emb):
-            emb = unit_vectors(emb + self._embed(np.asarray(crops)[:, :, ::-1]))
+            mirrored = [c[:, :, ::-1] for c in crops] if self.members else np.asarray(crops)[:, :, ::-1]
+            emb = unit_vectors(emb + self._embed(mirrored))
         return emb
 
-    def _embed(self, crops: np.ndarray) -> np.ndarray:
-        """Unit embeddings of crops through the model (one ``tf.function``, batches)."""
-        crops = np.asarray(crops)
-        if len(crops) == 0:
+    def _embed(self, crops) -> np.ndarray:
+        """Unit embeddings of crops through the model (one ``tf.function``, batches); a fused
+        model's crops are one array per member input."""
+        inputs = [np.asarray(c) for c in crops] if self.members else [np.asarray(crops)]
+        if len(inputs[0]) == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
-        if self.channels == 1 and crops.shape[-1] == 3:
-            crops = (crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-        fn = self._compiled()
-        out = [fn(crops[i:i + self.batch_size].astype(np.float32)).numpy() for i in range(0, len(crops), self.batch_size)]
+        if self.channels == 1 and inputs[0].shape[-1] == 3:
+            inputs = [(inputs[0].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]]
+        fn, step = self._compiled(), self.batch_size
+        out = [fn(*[x[i:i + step].astype(np.float32) for x in inputs]).numpy() for i in range(0, len(inputs[0]), step)]
         return unit_vectors(np.concatenate(out).astype(np.float32))
 
     def _face_crops(self, item: _Item) -> list[np.ndarray]:
         """Every crop one face is embedded from: its crop, its box-scale crops, their mirrors."""
         crops = [item.crop] + item.extra
         if self.flip == "all" or (self.flip == "coarse" and item.result.alignment != "landmarks"):
-            crops += [c[:, ::-1] for c in crops]
+            crops += [tuple(m[:, ::-1] for m in c) if self.members else c[:, ::-1] for c in crops]
         return crops
 
     def _compiled(self):
-        """The model call as a ``tf.function`` with a free batch dimension (one trace)."""
+        """The model call as a ``tf.function`` with a free batch dimension (one trace); it takes
+        one batch per model input."""
         require_tensorflow("The face pipeline's compiled embedding")
         if self._embed_fn is None:
             import tensorflow as tf
 
-            spec = tf.TensorSpec((None, self.image_size, self.image_size, self.channels), tf.float32)
-            self._embed_fn = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+            sizes = [size for size, _ in self.members] if self.members else [self.image_size]
+            specs = [tf.TensorSpec((None, s, s, self.channels), tf.float32) for s in sizes]
+            self._embed_fn = tf.function(lambda *x: self.model(list(x) if self.members else x[0], training=False),
+                                         input_signature=specs)
         return self._embed_fn
 
     def embed_images(self, images: Sequence[str | os.PathLike | np.ndarray | bytes], progress: bool = True,
@@ -318,13 +348,18 @@ class FacePipeline:
         flat = [(row, crop) for row, it in zip(rows, good) for crop in self._face_crops(it)]
         if flat:
             embeddings[rows] = 0.0
-            np.add.at(embeddings, [r for r, _ in flat], self._embed(np.stack([c for _, c in flat])))
+            crops = [c for _, c in flat]
+            stacked = [np.stack(m) for m in zip(*crops)] if self.members else np.stack(crops)
+            np.add.at(embeddings, [r for r, _ in flat], self._embed(stacked))
             embeddings[rows] = unit_vectors(embeddings[rows])
         all_crops = None
         if keep_crops:
-            all_crops = np.zeros((len(items), self.image_size, self.image_size, 3), np.uint8)
+            sizes = [size for size, _ in self.members] if self.members else [self.image_size]
+            all_crops = tuple(np.zeros((len(items), s, s, 3), np.uint8) for s in sizes)
             for row, it in zip(rows, good):
-                all_crops[row] = it.crop
+                for i, crop in enumerate(it.crop if self.members else [it.crop]):
+                    all_crops[i][row] = crop
+            all_crops = all_crops if self.members else all_crops[0]
         return FaceBatch(embeddings, [it.result for it in items], all_crops)
 
     def _items_of(self, index: int, image, strict: bool) -> list[_Item]:
