@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kerascnn import blocks
+from kerascnn.errors import ModelArgumentError
 from kerascnn.layers import LocalResponseNormalization
 from kerascnn.models.googlenet import googlenet
 
@@ -105,6 +106,8 @@ def test_aux_classifiers_shapes_and_params():
 def test_aux_classifiers_need_the_top():
     with pytest.raises(ValueError, match="aux_logits=True needs include_top=True.*got include_top=False"):
         googlenet(include_top=False, aux_logits=True)
+    with pytest.raises(ModelArgumentError, match="aux_logits=True .* needs classes >= 1, got classes=0"):
+        googlenet(input_shape=(96, 96, 3), classes=0, aux_logits=True)
 
 
 def test_small_grey_input_and_options():

@@ -19,6 +19,7 @@ import keras
 from keras import layers
 
 from kerascnn import blocks
+from kerascnn.errors import ModelArgumentError
 from kerascnn.layers import LocalResponseNormalization
 from kerascnn.models.base import build_model
 from kerascnn.models.registry import register_model
@@ -155,7 +156,11 @@ def googlenet(
         InputShapeError: an input smaller than 32x32 (80x80 with ``aux_logits``).
         ValueError: bad ``weights``, ``pooling`` or ``classes``; ``aux_logits`` without the top
             or with ``weights``.
+        ModelArgumentError: ``aux_logits`` with ``classes=0`` (no classifier to add them to).
     """
+    if aux_logits and classes < 1:
+        raise ModelArgumentError(f"googlenet: aux_logits=True adds two auxiliary classifiers, so it needs "
+                                 f"classes >= 1, got classes={classes} (classes=0 means no classifier)")
     if aux_logits and (not include_top or features_only or weights is not None):
         raise ValueError(
             "googlenet: aux_logits=True needs include_top=True, features_only=False and "
