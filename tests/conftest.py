@@ -21,9 +21,16 @@ def _require(path: Path) -> Path:
     return path
 
 
+# the longest tests (minutes each on 2 cores) start first: under pytest-xdist they then run beside
+# the many short ones instead of alone at the end
+LONGEST_FIRST = ("tests/test_notebooks.py", "tests/test_detection.py::test_small_yolo_learns_shapes")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip the ``tensorflow_only`` tests, saying why, when KERAS_BACKEND names another backend
-    (.ci/run's backend matrix); on TensorFlow every test runs."""
+    """Start the longest tests first (the rest keep their order); skip the ``tensorflow_only``
+    tests, saying why, when KERAS_BACKEND names another backend (.ci/run's backend matrix); on
+    TensorFlow every test runs."""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable
     backend = os.environ["KERAS_BACKEND"]
     if backend == "tensorflow":
         return

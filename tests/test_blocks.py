@@ -250,8 +250,9 @@ def test_inception_resnet_block_is_input_plus_scaled_up_projection():
     x = np.random.default_rng(0).normal(size=(2, 5, 5, 16)).astype("float32")
     mixed = keras.Model(m.input, m.get_layer("b_concat").output)(x)
     up = m.get_layer("b_up_conv")
-    expected = np.maximum(x + 0.1 * (np.asarray(mixed) @ np.asarray(up.kernel)[0, 0] + np.asarray(up.bias)), 0)
-    np.testing.assert_allclose(np.asarray(m(x)), expected, atol=1e-5)
+    to_numpy = keras.ops.convert_to_numpy
+    expected = np.maximum(x + 0.1 * (to_numpy(mixed) @ to_numpy(up.kernel)[0, 0] + to_numpy(up.bias)), 0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(m(x)), expected, atol=1e-5)
     linear = _model(blocks.inception_resnet_block, shape=(3, 3, 8), kind="block8", scale=1.0, activation=None,
                     batch_norm=False, name="c")
     assert "c_add" not in [l.name for l in linear.layers] and linear.layers[-1].name == "c_out"
@@ -286,7 +287,7 @@ def test_per_image_standardization_is_facenets_prewhiten(tmp_path):
     expected = [(im - im.mean()) / max(im.std(), 1 / np.sqrt(im.size)) for im in x.astype(np.float64)]
     inputs = keras.Input((6, 5, 3))
     model = keras.Model(inputs, PerImageStandardization(name="p")(inputs))
-    np.testing.assert_allclose(np.asarray(model(x)), np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), np.stack(expected), atol=1e-5)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=0)
