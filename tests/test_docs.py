@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 250
 MAIN_JOB = ("python3 -m venv .venv && .venv/bin/pip install -q . && "
             ".venv/bin/kerascnn demo --data ../shared/data")
-TESTS = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[dev]" && .venv/bin/python -m pytest'
+TESTS = ('python3 -m venv .venv && .venv/bin/pip install -q -e ".[dev]" && '
+         '.venv/bin/python -m pytest -n auto --maxprocesses 4')
 
 
 def _readme_lines() -> list[str]:
@@ -33,6 +34,11 @@ def test_readme_starts_with_the_two_commands():
     block = body[1:body.index("```", 1)]
     commands = [line for line in block if not line.startswith("#")]
     assert commands == [MAIN_JOB, TESTS]
+
+
+def test_ci_runs_the_readme_test_command():
+    script = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert TESTS in script, ".ci/run should run the README's test command as printed"
 
 
 @pytest.mark.slow
